@@ -1,0 +1,140 @@
+"""Matrix functions: values against SciPy, derivatives against finite differences."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.linalg
+from conftest import random_spd
+from jax.test_util import check_grads
+
+import gaussot_jax as gj
+
+
+@pytest.mark.parametrize("cond", [1.0, 1e3, 1e6])
+def test_sqrtm_matches_scipy_across_conditioning(rng, cond):
+    S = random_spd(rng, 5, cond)
+    X = np.asarray(gj.sqrtm(S))
+    ref = np.real(scipy.linalg.sqrtm(S))
+    # Relative to the largest eigenvalue: eigh-based roots are backward stable.
+    assert np.max(np.abs(X - ref)) < 1e-12
+    assert np.max(np.abs(X @ X - S)) < 1e-13
+
+
+def test_inv_sqrtm(rng):
+    S = random_spd(rng, 4, 1e3)
+    Z = np.asarray(gj.inv_sqrtm(S))
+    np.testing.assert_allclose(Z @ S @ Z, np.eye(4), atol=1e-10)
+
+
+def test_sqrtm_derivatives_random_and_repeated(rng):
+    S = random_spd(rng, 4, 20.0)
+    for point in (S, np.eye(4), np.diag([1.0, 1.0, 2.0, 2.0])):
+        check_grads(jax.jit(gj.sqrtm), (point,), order=2, modes=["fwd", "rev"])
+        # Step 1e-6: at eigenvalue 0.05 the default step's truncation error (~(h/w)^2)
+        # would dominate the comparison.
+        check_grads(jax.jit(gj.inv_sqrtm), (point,), order=2, modes=["fwd", "rev"], eps=1e-6)
+
+
+def test_sqrtm_tangent_solves_sylvester(rng):
+    # dX must solve X dX + dX X = dS (MATH.md §7), also at the identity where autodiff
+    # through eigh divides by zero.
+    for S in (random_spd(rng, 3, 5.0), np.eye(3)):
+        dS = rng.normal(size=(3, 3))
+        dS = dS + dS.T
+        X, dX = jax.jvp(gj.sqrtm, (S,), (dS,))
+        np.testing.assert_allclose(X @ dX + dX @ X, dS, atol=1e-12)
+
+
+def test_hessian_at_identity_matches_finite_differences():
+    def f(S):
+        return jnp.sum(gj.sqrtm(S) ** 3)
+
+    H = jax.hessian(f)(jnp.eye(3))
+    assert np.all(np.isfinite(H))
+    # Central differences of the gradient along a symmetric direction.
+    E = np.array([[0.3, 0.1, 0.0], [0.1, -0.2, 0.4], [0.0, 0.4, 0.5]])
+    g = jax.grad(f)
+    h = 1e-5
+    fd = (g(jnp.eye(3) + h * E) - g(jnp.eye(3) - h * E)) / (2 * h)
+    np.testing.assert_allclose(jnp.tensordot(H, E, 2), fd, atol=1e-7)
+
+
+@pytest.mark.parametrize("cond", [1.0, 1e3, 1e6])
+def test_newton_schulz_accuracy(rng, cond):
+    S = random_spd(rng, 6, cond)
+    X = gj.sqrtm(S, method="newton_schulz")
+    assert np.max(np.abs(np.asarray(X) - np.asarray(gj.sqrtm(S)))) < 1e-9
+
+
+def test_newton_schulz_derivative_is_the_sylvester_solve(rng):
+    S = random_spd(rng, 4, 10.0)
+    dS = rng.normal(size=(4, 4))
+    dS = dS + dS.T
+    _, d_ns = jax.jvp(lambda s: gj.sqrtm(s, method="newton_schulz"), (S,), (dS,))
+    _, d_eig = jax.jvp(gj.sqrtm, (S,), (dS,))
+    np.testing.assert_allclose(d_ns, d_eig, atol=1e-10)
+    check_grads(lambda s: gj.sqrtm(s, method="newton_schulz"), (np.eye(3),), order=2, modes=["rev"])
+
+
+def test_sqrtm_rejects_unknown_method():
+    with pytest.raises(ValueError, match="method"):
+        gj.sqrtm(jnp.eye(2), method="schur")
+
+
+def test_psd_fn_matches_expm_and_daleckii_krein(rng):
+    S = random_spd(rng, 4, 10.0)
+
+    def neg_exp(w):
+        return jnp.exp(-w)
+
+    np.testing.assert_allclose(gj.psd_fn(neg_exp, S), scipy.linalg.expm(-S), atol=1e-13)
+    check_grads(lambda s: gj.psd_fn(neg_exp, s), (S,), order=1, modes=["fwd", "rev"])
+    # At repeated eigenvalues the first derivative is f'(w) dS, exactly.
+    dS = rng.normal(size=(4, 4))
+    dS = dS + dS.T
+    _, t = jax.jvp(lambda s: gj.psd_fn(neg_exp, s), (2.0 * np.eye(4),), (dS,))
+    np.testing.assert_allclose(t, -np.exp(-2.0) * dS, atol=1e-14)
+
+
+def _g_entropic(lam, eps):
+    D = jnp.sqrt(eps**2 + 16.0 * lam)
+    return -8.0 * lam / (eps + D) + 0.5 * eps * jnp.log((eps + D) / (2.0 * eps))
+
+
+def test_trace_fn_value_and_gradients(rng):
+    A, B = random_spd(rng, 3, 10.0), random_spd(rng, 3, 30.0)
+    lam = np.linalg.eigvals(A @ B).real
+    np.testing.assert_allclose(gj.trace_fn(_g_entropic, A, B, 0.7), _g_entropic(lam, 0.7).sum())
+    f = jax.jit(lambda a, b, e: gj.trace_fn(_g_entropic, a, b, e))
+    check_grads(f, (A, B, 0.7), order=2, modes=["fwd", "rev"])
+    check_grads(f, (np.eye(3), np.eye(3), 0.7), order=2, modes=["fwd", "rev"])
+
+
+def test_trace_fn_gradient_finite_at_singular_matches_one_sided_fd():
+    # A rank 1, B rank 2: the gradient formula (MATH.md §7) is finite; a one-sided finite
+    # difference along a PSD direction (which keeps A PSD) agrees with it.
+    A = np.diag([1.5, 0.0, 0.0])
+    B = np.array([[1.0, 0.2, 0.0], [0.2, 0.5, 0.0], [0.0, 0.0, 0.0]])
+    ga, gb = jax.grad(lambda a, b: gj.trace_fn(_g_entropic, a, b, 0.5), argnums=(0, 1))(A, B)
+    assert np.all(np.isfinite(ga)) and np.all(np.isfinite(gb))
+    v = np.array([0.3, 1.0, -0.5])
+    E = np.outer(v, v)  # PSD direction leaving the range of A
+    for X, grad, name in ((A, ga, "A"), (B, gb, "B")):
+        h = 1e-7
+
+        def f(t, X=X, name=name):
+            a, b = (X + t * E, B) if name == "A" else (A, X + t * E)
+            return float(gj.trace_fn(_g_entropic, a, b, 0.5))
+
+        fd = (-3 * f(0.0) + 4 * f(h) - f(2 * h)) / (2 * h)  # second-order one-sided
+        np.testing.assert_allclose(np.sum(grad * E), fd, rtol=1e-5, atol=1e-7)
+
+
+def test_float32_runs(rng):
+    S = random_spd(rng, 3, 10.0).astype(np.float32)
+    X = gj.sqrtm(S)
+    assert X.dtype == jnp.float32
+    np.testing.assert_allclose(X @ X, S, atol=1e-5)
+    g = jax.grad(lambda s: jnp.trace(gj.sqrtm(s)))(S)
+    assert g.dtype == jnp.float32 and np.all(np.isfinite(g))
