@@ -50,6 +50,7 @@ Derivation of the form used here (every step checked against direct minimisation
 from __future__ import annotations
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 import numpy as np
@@ -105,8 +106,13 @@ def _logdet_pd(S):
     return 2.0 * jnp.sum(jnp.log(jnp.diag(jnp.linalg.cholesky(S))))
 
 
+@jax.jit
 def _uot(ma, a, A, mb, b, B, eps, gamma):
-    """Differentiable kernel: no validation, single (unbatched) inputs."""
+    """Differentiable kernel: no validation, single (unbatched) inputs.
+
+    Jitted so that eager calls compile once per shape and dtype (inlined under an outer
+    ``jit``, batched by ``vmap``, differentiated through).
+    """
     dim = a.shape[-1]
     eye = jnp.eye(dim, dtype=a.dtype)
     sigma2 = 0.5 * eps
