@@ -44,7 +44,9 @@ Derivation of the form used here (every step checked against direct minimisation
   ``h(At Bt) At Bt`` with ``h(k) = (1/tau) / (s(k) + sigma^2/2)``; by ``h(PQ) P = P h(QP)`` it
   equals ``At Bt^{1/2} h(Bt^{1/2} At Bt^{1/2}) Bt^{1/2}``, which is the core solver
   (MATH.md §2) for the pair ``(At, Bt)`` with ``W = w I``, ``w = 1/(sigma^2 tau^{1/2})``,
-  scaled by ``tau^{-1/2}``: no inverse, exact at singular ``At, Bt``.
+  scaled by ``tau^{-1/2}``: no inverse, exact at singular ``At, Bt``. Its derivative solves
+  ``S dC + dC S = d(At Bt)/tau - ...`` with ``S = C + sigma^2/2 I`` (eigenvalues
+  ``>= sigma^2/2``), so the plan's gradient is finite at singular ``A, B`` as well.
 """
 
 from __future__ import annotations
@@ -102,6 +104,41 @@ def _mass_summand(k, eps, gamma):
     return 0.5 * jnp.log1p(c / lam) - rho * jnp.log1p(c / sigma2)
 
 
+# --------------------------------------------------------------------------------------
+# C = (K/tau + sigma^4/4 I)^{1/2} - sigma^2/2 I,  K = At Bt (non-symmetric).
+#
+# Value: the core solver on (At, Bt) with W = w I, w = 1/(sigma^2 tau^{1/2}), scaled by
+# tau^{-1/2} (module docstring): no inverse. Its derivative through sqrtm(Bt) is 0 * inf
+# at a singular Bt, yet C is analytic in K there. Differentiating C^2 + sigma^2 C = K/tau
+# instead gives the Sylvester equation
+#     S dC + dC S = dK/tau - (dtau/tau^2) K - dsigma^2 C,   S = C + sigma^2/2 I,
+# with dK = dAt Bt + At dBt. S has the eigenvalues (k_i/tau + sigma^4/4)^{1/2} >= sigma^2/2,
+# so no two sum to 0 and the solve is finite for every PSD At, Bt. It is linear in the
+# tangents (a dense solve of the d^2 x d^2 Kronecker form), so reverse mode transposes it.
+# --------------------------------------------------------------------------------------
+@jax.custom_jvp
+def _cross(At, Bt, sigma2, tau):
+    eye = jnp.eye(At.shape[-1], dtype=At.dtype)
+    w = 1.0 / (sigma2 * jnp.sqrt(tau))
+    return solve_coupling(At, Bt, w * eye).cross_cov / jnp.sqrt(tau)
+
+
+@_cross.defjvp
+def _cross_jvp(primals, tangents):
+    At, Bt, sigma2, tau = primals
+    dAt, dBt, dsigma2, dtau = tangents
+    C = _cross(At, Bt, sigma2, tau)
+    d = At.shape[-1]
+    eye = jnp.eye(d, dtype=At.dtype)
+    K = At @ Bt
+    rhs = (dAt @ Bt + At @ dBt) / tau - (dtau / tau**2) * K - dsigma2 * C
+    S = C + 0.5 * sigma2 * eye
+    # row-major vec: vec(S X) = (S ⊗ I) vec X, vec(X S) = (I ⊗ S^T) vec X
+    L = jnp.kron(S, eye) + jnp.kron(eye, S.T)
+    dC = jnp.linalg.solve(L, rhs.reshape(d * d)).reshape(d, d)
+    return C, dC
+
+
 def _logdet_pd(S):
     return 2.0 * jnp.sum(jnp.log(jnp.diag(jnp.linalg.cholesky(S))))
 
@@ -146,9 +183,7 @@ def _uot(ma, a, A, mb, b, B, eps, gamma):
         (jnp.sqrt(ma) - jnp.sqrt(mb)) ** 2 - 2.0 * geo * jnp.expm1(log_mass - 0.5 * log_ab)
     ) - eps * ma * mb * jnp.expm1(log_mass - log_ab)
 
-    # Plan: C = (At Bt / tau + sigma^4/4)^{1/2} - sigma^2/2 through the core solver.
-    w = 1.0 / (sigma2 * jnp.sqrt(tau))
-    C = solve_coupling(At, Bt, w * eye).cross_cov / jnp.sqrt(tau)
+    C = _cross(At, Bt, sigma2, tau)
     G = eye + C / lam
     XiA = jsl.cho_solve(X_chol, A)  # X^{-1} A
     XiB = jsl.cho_solve(X_chol, B)  # X^{-1} B

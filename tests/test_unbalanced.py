@@ -260,6 +260,18 @@ def test_rank_deficient_finite_continuous_and_differentiable(rng):
     fd = (-3 * cost(A, B) + 4 * cost(A + h * E, B) - cost(A + 2 * h * E, B)) / (2 * h)
     np.testing.assert_allclose(np.sum(gA * E), fd, rtol=1e-6)
 
+    # the plan too (C's derivative is a Sylvester solve, finite where sqrtm(Bt)'s is not)
+    Wt = rng.normal(size=(6, 6))
+
+    def plan(A, B):
+        out = run(A, B)
+        return jnp.sum(Wt * out.plan.cov) + out.plan.mass + jnp.sum(out.plan.mean)
+
+    pA, pB = jax.jit(jax.grad(plan, argnums=(0, 1)))(jnp.asarray(A), jnp.asarray(B))
+    assert np.all(np.isfinite(pA)) and np.all(np.isfinite(pB))
+    fd = (-3 * plan(A, B) + 4 * plan(A, B + h * E) - plan(A, B + 2 * h * E)) / (2 * h)
+    np.testing.assert_allclose(np.sum(pB * E), fd, rtol=1e-6)
+
 
 # ---------------------------------------------------------------- transformations
 def _fn(ma, a, A, mb, b, B, eps, gam):
