@@ -66,5 +66,11 @@ from .linalg import (
 from .linalg import (
     trace_fn as trace_fn,
 )
+from .unbalanced import (
+    UnbalancedEntropicOT as UnbalancedEntropicOT,
+)
+from .unbalanced import (
+    unbalanced_entropic_ot as unbalanced_entropic_ot,
+)
 
 __version__ = "0.1.0"
