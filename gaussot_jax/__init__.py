@@ -66,5 +66,26 @@ from .linalg import (
 from .linalg import (
     trace_fn as trace_fn,
 )
+from .sde import (
+    LinearSDE as LinearSDE,
+)
+from .sde import (
+    bridge_marginal as bridge_marginal,
+)
+from .sde import (
+    brownian_kernel as brownian_kernel,
+)
+from .sde import (
+    linear_sde_kernel as linear_sde_kernel,
+)
+from .sde import (
+    ou_kernel as ou_kernel,
+)
+from .sde import (
+    pinned_kernel as pinned_kernel,
+)
+from .sde import (
+    sample_bridge_paths as sample_bridge_paths,
+)
 
 __version__ = "0.1.0"
