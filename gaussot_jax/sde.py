@@ -39,6 +39,8 @@ and its time-``t`` marginal is this kernel pushed forward through the plan.
 
 from __future__ import annotations
 
+import functools
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -142,6 +144,32 @@ def _pinned(M, c, Q, t, T):
     Sigma = sym(R @ S_t @ R.T + gain @ S_r @ gain.T)
     u = a_t - gain @ a_T
     return u, jnp.concatenate([b_t - gain @ b_T, gain], axis=1), Sigma
+
+
+@functools.partial(jax.jit, static_argnums=8)
+def _sample_paths(key, M, c, Q, mean, cov, T, times, n):
+    d, dtype = M.shape[0], M.dtype
+    key_ends, key_path = jax.random.split(key)
+    z = jax.random.normal(key_ends, (n, 2 * d), dtype)
+    ends = mean + z @ sqrtm(cov)
+    x0, xT = ends[:, :d], ends[:, d:]
+    eye = jnp.eye(d, dtype=dtype)
+
+    def step(carry, inp):
+        s, x = carry
+        t, k = inp
+        u, B, Sigma = _pinned(M, c, Q, t - s, T - s)
+        # At t = s or t = T the pinned law is a point mass (Sigma = 0); sqrtm's derivative
+        # is 0/0 there, so factor a placeholder and drop the noise (double-where).
+        point = (t <= s) | (t >= T)
+        root = sqrtm(jnp.where(point, eye, Sigma))
+        noise = jnp.where(point, 0.0, jax.random.normal(k, (n, d), dtype) @ root)
+        x_new = u + x @ B[:, :d].T + xT @ B[:, d:].T + noise
+        return (t, x_new), x_new
+
+    keys = jax.random.split(key_path, times.shape[0])
+    _, path = jax.lax.scan(step, (jnp.zeros((), dtype), x0), (times, keys))
+    return jnp.swapaxes(path, 0, 1)
 
 
 def _phi(x):
@@ -525,26 +553,5 @@ def sample_bridge_paths(
         raise ValueError(f"times must be strictly increasing, got {np.asarray(times)}")
     _check_pinnable(sde, T)
 
-    M, c, Q = sde.M, sde.c, sde.diffusion
     mean, cov = jnp.asarray(plan.mean, dtype), jnp.asarray(plan.cov, dtype)
-    key_ends, key_path = jax.random.split(key)
-    z = jax.random.normal(key_ends, (n, 2 * d), dtype)
-    ends = mean + z @ sqrtm(cov)
-    x0, xT = ends[:, :d], ends[:, d:]
-    eye = jnp.eye(d, dtype=dtype)
-
-    def step(carry, inp):
-        s, x = carry
-        t, k = inp
-        u, B, Sigma = _pinned(M, c, Q, t - s, T - s)
-        # At t = s or t = T the pinned law is a point mass (Sigma = 0); sqrtm's derivative
-        # is 0/0 there, so factor a placeholder and drop the noise (double-where).
-        point = (t <= s) | (t >= T)
-        root = sqrtm(jnp.where(point, eye, Sigma))
-        noise = jnp.where(point, 0.0, jax.random.normal(k, (n, d), dtype) @ root)
-        x_new = u + x @ B[:, :d].T + xT @ B[:, d:].T + noise
-        return (t, x_new), x_new
-
-    keys = jax.random.split(key_path, times.shape[0])
-    _, path = jax.lax.scan(step, (jnp.zeros((), dtype), x0), (times, keys))
-    return jnp.swapaxes(path, 0, 1)
+    return _sample_paths(key, sde.M, sde.c, sde.diffusion, mean, cov, T, times, n)
