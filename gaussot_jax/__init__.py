@@ -3,74 +3,84 @@
 Closed forms of entropic OT between Gaussians (balanced and unbalanced [JMPC20], with
 non-product Gaussian references [REF25]) and Gaussian Schrödinger bridges with the
 Gaussian Sinkhorn algorithm [ADM25], all built on one core solver (MATH.md §2), with
-exact derivative rules for the matrix functions they use.
+exact derivative rules for the matrix functions they use. Layers, bottom up: linalg and
+gaussians; coupling; one module per paper; batching and barycenters on top.
 """
 
 from .bures import (
-    bures_wasserstein2 as bures_wasserstein2,
-)
-from .bures import (
-    mccann_interpolation as mccann_interpolation,
-)
-from .bures import (
-    monge_map as monge_map,
+    bures_wasserstein2,
+    mccann_interpolation,
+    monge_map,
 )
 from .coupling import (
-    Coupling as Coupling,
-)
-from .coupling import (
-    isotropic_terms as isotropic_terms,
-)
-from .coupling import (
-    solve_coupling as solve_coupling,
+    Coupling,
+    isotropic_terms,
+    solve_coupling,
 )
 from .entropic import (
-    EntropicOT as EntropicOT,
-)
-from .entropic import (
-    entropic_ot as entropic_ot,
-)
-from .entropic import (
-    sinkhorn_divergence as sinkhorn_divergence,
+    EntropicOT,
+    entropic_ot,
+    sinkhorn_divergence,
 )
 from .gaussians import (
-    AffineMap as AffineMap,
-)
-from .gaussians import (
-    Gaussian as Gaussian,
-)
-from .gaussians import (
-    LinearGaussianKernel as LinearGaussianKernel,
-)
-from .gaussians import (
-    QuadraticPotential as QuadraticPotential,
-)
-from .gaussians import (
-    ScaledGaussian as ScaledGaussian,
-)
-from .gaussians import (
-    kl_gaussian as kl_gaussian,
+    AffineMap,
+    Gaussian,
+    LinearGaussianKernel,
+    QuadraticPotential,
+    ScaledGaussian,
+    kl_gaussian,
 )
 from .linalg import (
-    inv_sqrtm as inv_sqrtm,
+    inv_sqrtm,
+    psd_fn,
+    sqrtm,
+    sym,
+    trace_fn,
 )
-from .linalg import (
-    psd_fn as psd_fn,
-)
-from .linalg import (
-    sqrtm as sqrtm,
-)
-from .linalg import (
-    sym as sym,
-)
-from .linalg import (
-    trace_fn as trace_fn,
+from .sde import (
+    LinearSDE,
+    bridge_marginal,
+    brownian_kernel,
+    linear_sde_kernel,
+    ou_kernel,
+    pinned_kernel,
+    sample_bridge_paths,
 )
 from .unbalanced import (
-    UnbalancedEntropicOT as UnbalancedEntropicOT,
+    UnbalancedEntropicOT,
+    unbalanced_entropic_ot,
 )
-from .unbalanced import (
-    unbalanced_entropic_ot as unbalanced_entropic_ot,
-)
+
+__all__ = [
+    "AffineMap",
+    "bridge_marginal",
+    "brownian_kernel",
+    "bures_wasserstein2",
+    "Coupling",
+    "entropic_ot",
+    "EntropicOT",
+    "Gaussian",
+    "inv_sqrtm",
+    "isotropic_terms",
+    "kl_gaussian",
+    "linear_sde_kernel",
+    "LinearGaussianKernel",
+    "LinearSDE",
+    "mccann_interpolation",
+    "monge_map",
+    "ou_kernel",
+    "pinned_kernel",
+    "psd_fn",
+    "QuadraticPotential",
+    "sample_bridge_paths",
+    "ScaledGaussian",
+    "sinkhorn_divergence",
+    "solve_coupling",
+    "sqrtm",
+    "sym",
+    "trace_fn",
+    "unbalanced_entropic_ot",
+    "UnbalancedEntropicOT",
+]
 
 __version__ = "0.1.0"
