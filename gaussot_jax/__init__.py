@@ -6,6 +6,12 @@ Gaussian Sinkhorn algorithm [ADM25], all built on one core solver (MATH.md §2),
 exact derivative rules for the matrix functions they use.
 """
 
+from .bridge import (
+    SchrodingerBridge as SchrodingerBridge,
+)
+from .bridge import (
+    schrodinger_bridge as schrodinger_bridge,
+)
 from .bures import (
     bures_wasserstein2 as bures_wasserstein2,
 )
@@ -65,6 +71,15 @@ from .linalg import (
 )
 from .linalg import (
     trace_fn as trace_fn,
+)
+from .sinkhorn import (
+    SinkhornTrace as SinkhornTrace,
+)
+from .sinkhorn import (
+    gaussian_sinkhorn as gaussian_sinkhorn,
+)
+from .sinkhorn import (
+    sinkhorn_fixed_point as sinkhorn_fixed_point,
 )
 
 __version__ = "0.1.0"
