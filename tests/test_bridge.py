@@ -55,7 +55,7 @@ def test_bridge_matches_numpy_ipf(rng, d1, d2):
 
 
 def test_invariant_and_alpha_independence(rng):
-    p = random_problem(rng, 3, 3)
+    p = random_problem(rng, 2, 2)
     br = bridge_jit(*make(p))
     # beta*^T tau*^{-1} = beta^T tau^{-1}
     assert_close(
@@ -92,7 +92,7 @@ def test_heat_kernel_is_entropic_ot(rng):
     )
     kernel = gj.LinearGaussianKernel(jnp.zeros(d), jnp.eye(d), t * jnp.eye(d))
     br = bridge_jit(eta, mu, kernel)
-    ot = gj.entropic_ot(eta, mu, 2 * t)
+    ot = jax.jit(gj.entropic_ot)(eta, mu, 2 * t)
     assert_close(br.cross_cov, ot.cross_cov)
     assert_close(br.plan.cov, ot.plan.cov)
     assert_close(br.plan.mean, ot.plan.mean)
@@ -101,7 +101,7 @@ def test_heat_kernel_is_entropic_ot(rng):
 
 
 def test_small_t_monge_large_t_independence(rng):
-    d = 3
+    d = 2
     p = random_problem(rng, d, d)
     eta, mu, _ = make(p)
     T = gj.monge_map(eta, mu)
@@ -147,13 +147,13 @@ def test_potentials_identity(rng, d1, d2):
 def test_sample_moments(rng, key):
     p = random_problem(rng, 2, 2)
     br = bridge_jit(*make(p))
-    x, y = br.sample(key, (40000,))
+    x, y = jax.jit(lambda k: br.sample(k, (40000,)))(key)
     assert x.shape == (40000, 2) and y.shape == (40000, 2)
     emp = gj.Gaussian.from_samples(jnp.concatenate([x, y], axis=1))
     np.testing.assert_allclose(emp.mean, br.plan.mean, atol=0.03)
     np.testing.assert_allclose(emp.cov, br.plan.cov, atol=0.05)
     # The transport map is E[y | x]: residuals are uncorrelated with x.
-    r = y - jax.vmap(br.transport_map)(x)
+    r = y - x @ br.transport_map.matrix.T - br.transport_map.offset
     assert np.abs(np.mean(r, 0)).max() < 0.03
     assert np.abs((x - x.mean(0)).T @ r / len(x)).max() < 0.03
 
