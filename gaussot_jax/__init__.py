@@ -7,6 +7,12 @@ exact derivative rules for the matrix functions they use. Layers, bottom up: lin
 gaussians; coupling; one module per paper; batching and barycenters on top.
 """
 
+from .bridge import (
+    SchrodingerBridge as SchrodingerBridge,
+)
+from .bridge import (
+    schrodinger_bridge as schrodinger_bridge,
+)
 from .bures import (
     bures_wasserstein2,
     mccann_interpolation,
@@ -49,6 +55,15 @@ from .sde import (
 from .unbalanced import (
     UnbalancedEntropicOT,
     unbalanced_entropic_ot,
+)
+from .sinkhorn import (
+    SinkhornTrace as SinkhornTrace,
+)
+from .sinkhorn import (
+    gaussian_sinkhorn as gaussian_sinkhorn,
+)
+from .sinkhorn import (
+    sinkhorn_fixed_point as sinkhorn_fixed_point,
 )
 
 __all__ = [

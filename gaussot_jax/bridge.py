@@ -1,0 +1,260 @@
+r"""Static Gaussian Schrödinger bridges in closed form [ADM25] (MATH.md §6).
+
+Marginals ``eta = N(m1, S1)`` on ``R^d1`` and ``mu = N(m2, S2)`` on ``R^d2``, and a
+reference ``P0(dx, dy) = eta(dx) K(x, dy)`` with the linear-Gaussian kernel
+``K(x, .) = N(alpha + beta x, tau)``. The bridge
+
+    P* = argmin { KL(P || P0) : P in Pi(eta, mu) }
+
+is the core problem of MATH.md §2 with ``W = beta^T tau^{-1}`` (``log dP0/d(eta ⊗ mu)``
+has the cross term ``x^T W y``, the rest depends on the marginals only), so
+
+    tau* = S  (= Cov(y | x) from the core solver),   beta* = tau* tau^{-1} beta = tau* W^T,
+    alpha* = m2 - beta* m1,   P*(dx, dy) = eta(dx) N(alpha* + beta* x, tau*)(dy).
+
+``d1`` and ``d2`` may differ (``beta`` is ``(d2, d1)``). The kernel's ``alpha`` does not
+change the bridge, only the potentials.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from . import _checks
+from .coupling import solve_coupling
+from .gaussians import AffineMap, Gaussian, LinearGaussianKernel, QuadraticPotential
+from .linalg import sqrtm, sym
+
+__all__ = ["SchrodingerBridge", "check_problem", "reference_weight", "schrodinger_bridge"]
+
+
+class SchrodingerBridge(eqx.Module):
+    """Result of :func:`schrodinger_bridge`: the static bridge and everything around it."""
+
+    eta: Gaussian
+    """The ``x``-marginal ``N(m1, S1)``."""
+    mu: Gaussian
+    """The ``y``-marginal ``N(m2, S2)``."""
+    forward: LinearGaussianKernel
+    """``y | x`` under the bridge: ``(alpha*, beta*, tau*)``."""
+    backward: LinearGaussianKernel
+    """``x | y`` under the bridge (the Bayes map of ``forward`` under ``eta``)."""
+    cross_cov: Float[Array, "d1 d2"]
+    """``C = Cov(x, y) = S1 W tau*`` under the bridge."""
+    plan: Gaussian
+    """The bridge, a Gaussian on ``R^{d1 + d2}`` with covariance ``[[S1, C], [C^T, S2]]``."""
+    kl: Float[Array, ""]
+    """``KL(bridge || eta ⊗ kernel)``."""
+    rate: Float[Array, ""]
+    """Predicted per-round contraction of Gaussian Sinkhorn's covariances, ``rho_max^4``."""
+    mean_rate: Float[Array, ""]
+    """Per-round contraction of Sinkhorn's mean error, ``rho_max^2 = rate^{1/2}``."""
+    potentials: tuple[QuadraticPotential, QuadraticPotential]
+    """``(U, V)`` with ``bridge(dx, dy) = exp(-U(x) - V(y)) eta(dx) kernel(x, dy)``."""
+    transport_map: AffineMap
+    """The entropic (barycentric) map ``x -> E[y | x] = alpha* + beta* x``."""
+
+    def sample(
+        self, key: PRNGKeyArray, shape: tuple[int, ...] = ()
+    ) -> tuple[Float[Array, "*shape d1"], Float[Array, "*shape d2"]]:
+        """Pairs ``(x, y)`` from the bridge: ``x ~ eta``, ``y ~ forward(x)``.
+
+        Args:
+            key: a PRNG key.
+            shape: batch shape of the sample.
+
+        Returns:
+            ``x`` of shape ``(*shape, d1)`` and ``y`` of shape ``(*shape, d2)``.
+        """
+        kx, ky = jax.random.split(key)
+        x = self.eta.sample(kx, shape)
+        noise = Gaussian(jnp.zeros_like(self.forward.alpha), self.forward.tau, validate=False)
+        y = self.forward.alpha + x @ self.forward.beta.T + noise.sample(ky, shape)
+        return x, y
+
+
+def check_problem(
+    eta: Gaussian, mu: Gaussian, kernel: LinearGaussianKernel, *, eta_definite: bool = False
+) -> None:
+    """Shapes of a bridge problem agree; ``tau`` (and ``mu.cov``) positive definite.
+
+    Raises:
+        ValueError: naming the argument and the problem.
+    """
+    for name, g in (("eta", eta), ("mu", mu)):
+        if not isinstance(g, Gaussian):
+            raise ValueError(f"{name} must be a Gaussian, got {type(g).__name__}")
+        if g.mean.ndim != 1:
+            raise ValueError(
+                f"{name} must be a single Gaussian (mean (d,)), got mean {g.mean.shape}; "
+                "use jax.vmap for batches"
+            )
+    if not isinstance(kernel, LinearGaussianKernel):
+        raise ValueError(f"kernel must be a LinearGaussianKernel, got {type(kernel).__name__}")
+    if kernel.alpha.ndim != 1:
+        raise ValueError(
+            f"kernel must be a single kernel (alpha (d2,)), got alpha {kernel.alpha.shape}; "
+            "use jax.vmap for batches"
+        )
+    d1, d2 = kernel.dims
+    if (eta.dim, mu.dim) != (d1, d2):
+        raise ValueError(
+            f"shapes disagree: kernel maps R^{d1} -> R^{d2} (beta {kernel.beta.shape}), "
+            f"but eta is on R^{eta.dim} and mu on R^{mu.dim}"
+        )
+    _checks.check_cov("kernel.tau", kernel.tau, definite=True)
+    _checks.check_cov("mu.cov", mu.cov, definite=True)
+    if eta_definite:
+        _checks.check_cov("eta.cov", eta.cov, definite=True)
+
+
+def _chol_solve(L: Array, B: Array) -> Array:
+    return jax.scipy.linalg.cho_solve((L, True), B)
+
+
+def _logdet(L: Array) -> Array:
+    return 2.0 * jnp.sum(jnp.log(jnp.diag(L)))
+
+
+def reference_weight(kernel: LinearGaussianKernel) -> Float[Array, "d1 d2"]:
+    """``W = beta^T tau^{-1}`` by a Cholesky solve (no explicit inverse)."""
+    L = jnp.linalg.cholesky(sym(kernel.tau))
+    return _chol_solve(L, kernel.beta).T
+
+
+def _rate_terms(S1: Array, S2: Array, W: Array) -> tuple[Array, Array]:
+    # varpi = S1^{1/2} W S2 W^T S1^{1/2}; r = ((I + 4 varpi)^{1/2} - I) / 2, so the top
+    # eigenvalue is l = 2 w / (1 + (1 + 4 w)^{1/2}), w = lambda_max(varpi), without
+    # cancellation. l / (1 + l) = rho_max^2 (see schrodinger_bridge's docstring).
+    X = sqrtm(S1)
+    w = jnp.linalg.eigvalsh(sym(X @ W @ S2 @ W.T @ X))[-1]
+    w = jnp.maximum(w, 0.0)
+    lmax = 2.0 * w / (1.0 + jnp.sqrt(1.0 + 4.0 * w))
+    rho2 = lmax / (1.0 + lmax)
+    return rho2**2, rho2
+
+
+def _bridge(eta: Gaussian, mu: Gaussian, kernel: LinearGaussianKernel) -> SchrodingerBridge:
+    m1, S1, m2, S2 = eta.mean, eta.cov, mu.mean, mu.cov
+    alpha, beta, tau = kernel.alpha, kernel.beta, kernel.tau
+    L = jnp.linalg.cholesky(sym(tau))
+    W = _chol_solve(L, beta).T  # beta^T tau^{-1}, (d1, d2)
+    sol = solve_coupling(S1, S2, W)
+    tau_s = sol.cond_cov
+    beta_s = tau_s @ W.T
+    alpha_s = m2 - beta_s @ m1
+    forward = LinearGaussianKernel(alpha_s, beta_s, tau_s, validate=False)
+    backward = forward.bayes(eta)
+    C = sol.cross_cov
+    plan = Gaussian(jnp.concatenate([m1, m2]), sym(jnp.block([[S1, C], [C.T, S2]])), validate=False)
+
+    # KL(P* || P0) = E_eta KL(N(m*(x), tau*) || N(m(x), tau)), m*(x) - m(x) = delta + D x:
+    # 1/2 [Tr(tau^{-1} tau*) - d2 + logdet tau - logdet tau*
+    #      + |L^{-1}(delta + D m1)|^2 + Tr(tau^{-1} D S1 D^T)].
+    Ls = jnp.linalg.cholesky(tau_s)
+    D = beta_s - beta
+    shift = jax.scipy.linalg.solve_triangular(L, m2 - alpha - beta @ m1, lower=True)
+    Z = jax.scipy.linalg.solve_triangular(L, Ls, lower=True)
+    LD = jax.scipy.linalg.solve_triangular(L, D, lower=True)
+    kl = 0.5 * (
+        jnp.sum(Z**2)
+        - mu.dim
+        + _logdet(L)
+        - _logdet(Ls)
+        + jnp.sum(shift**2)
+        + jnp.sum(LD * (LD @ S1))  # Tr(tau^{-1} D S1 D^T)
+    )
+
+    # Potentials (MATH.md §6, c = 0); tau*^{-1} beta* = tau^{-1} beta = W^T gives the
+    # quadratic and linear parts of U without inverses.
+    ta = _chol_solve(L, alpha)
+    ta_s = _chol_solve(Ls, alpha_s)
+    eye = jnp.eye(mu.dim, dtype=m2.dtype)
+    U = QuadraticPotential(
+        quad=sym(W @ (tau_s - tau) @ W.T),
+        lin=W @ (alpha_s - alpha),
+        const=0.5 * (alpha_s @ ta_s - alpha @ ta + _logdet(Ls) - _logdet(L)),
+    )
+    V = QuadraticPotential(
+        quad=sym(_chol_solve(Ls, eye) - _chol_solve(L, eye)),
+        lin=ta - ta_s,
+        const=jnp.zeros((), m2.dtype),
+    )
+    rate, mean_rate = _rate_terms(S1, S2, W)
+    return SchrodingerBridge(
+        eta=eta,
+        mu=mu,
+        forward=forward,
+        backward=backward,
+        cross_cov=C,
+        plan=plan,
+        kl=kl,
+        rate=rate,
+        mean_rate=mean_rate,
+        potentials=(U, V),
+        transport_map=AffineMap(beta_s, alpha_s),
+    )
+
+
+def schrodinger_bridge(
+    eta: Gaussian, mu: Gaussian, kernel: LinearGaussianKernel
+) -> SchrodingerBridge:
+    r"""The static Schrödinger bridge between Gaussians in closed form [ADM25].
+
+    Solves ``min { KL(P || eta(dx) K(x, dy)) : P in Pi(eta, mu) }`` for the kernel
+    ``K(x, .) = N(alpha + beta x, tau)``: MATH.md §2 with ``W = beta^T tau^{-1}`` (a
+    Cholesky solve with ``tau``; no inverse of ``S1``, ``S2`` or ``beta``) gives
+
+        tau* = S2^{1/2} 2 (I + (I + 4H)^{1/2})^{-1} S2^{1/2},  H = S2^{1/2} W^T S1 W S2^{1/2},
+        beta* = tau* W^T,  alpha* = m2 - beta* m1,  C = Cov(x, y) = S1 W tau*.
+
+    Every Gaussian Sinkhorn iterate keeps ``beta_n^T tau_n^{-1} = W``.
+
+    Rate [ADM25, Thm 5.1]: with ``varpi = S1^{1/2} W S2 W^T S1^{1/2}``,
+    ``r = ((I + 4 varpi)^{1/2} - I) / 2`` and ``l = lambda_max(r)``, Sinkhorn's covariance
+    error shrinks per round by ``rate = (l / (1 + l))^2``. Since the canonical
+    correlations of the bridge satisfy ``rho_i^2 = 4 h_i / (1 + (1 + 4 h_i)^{1/2})^2
+    = l_i / (1 + l_i)`` (``h_i`` the eigenvalues of ``H``, those of ``varpi``),
+    ``rate = rho_max^4``. The mean error shrinks only by ``mean_rate = rho_max^2``.
+
+    Potentials [ADM25, Thm 3.8], with ``m(x) = alpha + beta x``,
+    ``m*(x) = alpha* + beta* x`` and the constant ``c = 0``:
+
+        V(y) = 1/2 y^T (tau*^{-1} - tau^{-1}) y - y^T (tau*^{-1} alpha* - tau^{-1} alpha)
+        U(x) = 1/2 m*(x)^T tau*^{-1} m*(x) - 1/2 m(x)^T tau^{-1} m(x)
+               + 1/2 logdet tau* - 1/2 logdet tau.
+
+    With ``alpha = 0, beta = I, tau = t I`` the bridge is the [JMPC20] plan of
+    :func:`gaussot_jax.entropic_ot` with ``epsilon = 2 t``.
+
+    Args:
+        eta: ``N(m1, S1)`` on ``R^d1`` (``S1`` PSD).
+        mu: ``N(m2, S2)`` on ``R^d2`` (``S2`` positive definite).
+        kernel: ``LinearGaussianKernel(alpha (d2,), beta (d2, d1), tau (d2, d2))``,
+            ``tau`` positive definite.
+
+    Returns:
+        :class:`SchrodingerBridge` with ``forward``, ``backward``, ``cross_cov``,
+        ``plan``, ``kl``, ``rate``, ``mean_rate``, ``potentials`` ``(U, V)``,
+        ``transport_map`` and a ``sample`` method.
+
+    Raises:
+        ValueError: if the shapes disagree, or (for concrete inputs) ``kernel.tau`` or
+            ``mu.cov`` is not positive definite.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, gaussot_jax as gj
+        >>> eta = gj.Gaussian(jnp.zeros(2), jnp.eye(2))
+        >>> mu = gj.Gaussian(jnp.ones(2), jnp.diag(jnp.array([2.0, 0.5])))
+        >>> kernel = gj.LinearGaussianKernel(jnp.zeros(2), jnp.eye(2), 0.5 * jnp.eye(2))
+        >>> br = gj.schrodinger_bridge(eta, mu, kernel)
+        >>> U, V = br.potentials
+        >>> x, y = br.sample(jax.random.PRNGKey(0), (100,))
+        >>> x.shape, y.shape
+        ((100, 2), (100, 2))
+    """
+    check_problem(eta, mu, kernel)
+    return _bridge(eta, mu, kernel)
