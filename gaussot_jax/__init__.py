@@ -8,10 +8,10 @@ gaussians; coupling; one module per paper; batching and barycenters on top.
 """
 
 from .bridge import (
-    SchrodingerBridge as SchrodingerBridge,
-)
-from .bridge import (
-    schrodinger_bridge as schrodinger_bridge,
+    SchrodingerBridge,
+    check_problem,
+    reference_weight,
+    schrodinger_bridge,
 )
 from .bures import (
     bures_wasserstein2,
@@ -52,18 +52,14 @@ from .sde import (
     pinned_kernel,
     sample_bridge_paths,
 )
+from .sinkhorn import (
+    SinkhornTrace,
+    gaussian_sinkhorn,
+    sinkhorn_fixed_point,
+)
 from .unbalanced import (
     UnbalancedEntropicOT,
     unbalanced_entropic_ot,
-)
-from .sinkhorn import (
-    SinkhornTrace as SinkhornTrace,
-)
-from .sinkhorn import (
-    gaussian_sinkhorn as gaussian_sinkhorn,
-)
-from .sinkhorn import (
-    sinkhorn_fixed_point as sinkhorn_fixed_point,
 )
 
 __all__ = [
@@ -71,10 +67,12 @@ __all__ = [
     "bridge_marginal",
     "brownian_kernel",
     "bures_wasserstein2",
+    "check_problem",
     "Coupling",
     "entropic_ot",
     "EntropicOT",
     "Gaussian",
+    "gaussian_sinkhorn",
     "inv_sqrtm",
     "isotropic_terms",
     "kl_gaussian",
@@ -87,9 +85,14 @@ __all__ = [
     "pinned_kernel",
     "psd_fn",
     "QuadraticPotential",
+    "reference_weight",
     "sample_bridge_paths",
     "ScaledGaussian",
+    "schrodinger_bridge",
+    "SchrodingerBridge",
     "sinkhorn_divergence",
+    "sinkhorn_fixed_point",
+    "SinkhornTrace",
     "solve_coupling",
     "sqrtm",
     "sym",
