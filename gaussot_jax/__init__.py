@@ -28,6 +28,9 @@ from .entropic import (
     EntropicOT as EntropicOT,
 )
 from .entropic import (
+    correlation_reference as correlation_reference,
+)
+from .entropic import (
     entropic_ot as entropic_ot,
 )
 from .entropic import (
