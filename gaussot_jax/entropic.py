@@ -26,7 +26,7 @@ from jaxtyping import Array, Float
 from . import _checks
 from .bures import check_pair
 from .coupling import isotropic_terms, solve_coupling
-from .gaussians import AffineMap, Gaussian, QuadraticPotential, kl_gaussian
+from .gaussians import AffineMap, Gaussian, QuadraticPotential
 from .linalg import sqrtm, sym, trace_fn
 
 __all__ = ["EntropicOT", "correlation_reference", "entropic_ot", "sinkhorn_divergence"]
@@ -147,13 +147,6 @@ def _check_reference(reference, mu: Gaussian, nu: Gaussian) -> Gaussian:
     )
 
 
-def _phi(h):
-    # Per-eigenvalue optimal value of the core problem, Tr(W C^T) - KL at the optimum:
-    # t - 1/2 log(1 + t) with t = (s - 1)/2 = 2h / (1 + s), s = (1 + 4h)^{1/2} (MATH.md §2).
-    t = 2.0 * h / (1.0 + jnp.sqrt(1.0 + 4.0 * h))
-    return t - 0.5 * jnp.log1p(t)
-
-
 def _chol_logdet(L: Array) -> Array:
     return 2.0 * jnp.sum(jnp.log(jnp.diag(L)))
 
@@ -176,36 +169,37 @@ def _reference_ot(mu: Gaussian, nu: Gaussian, eps: Array, ref: Gaussian) -> Entr
     plan = Gaussian(
         jnp.concatenate([a, b]), sym(jnp.block([[A, C], [C.T, B]])), validate=False
     )
-    # Plug-in value [REF25, Cor 3.1], regrouped with
-    #   KL(pi || R) = KL(pi || mu ⊗ nu) + KL(mu ⊗ nu || R) + Tr(Lambda12 C^T)
-    # into  ||a-b||^2 + Tr A + Tr B - eps [Tr(W C^T) - KL(pi || mu ⊗ nu)] + eps KL(mu ⊗ nu || R),
-    # the bracket being the optimal value sum_i phi(h_i) of the core problem over the
-    # eigenvalues h_i of B^{1/2} W^T A W B^{1/2} (a trace function: finite gradients, also
-    # at singular W).
-    prod = Gaussian(
-        jnp.concatenate([a, b]),
-        jnp.block([[A, jnp.zeros_like(A)], [jnp.zeros_like(B), B]]),
-        validate=False,
+    # Plug-in value [REF25, Cor 3.1]: E||x-y||^2 + eps KL(pi || R), with
+    #   2 KL(pi || R) = Tr(Lambda Sigma_pi) + delta^T Lambda delta - 2d + logdet Sigma_R
+    #                   - logdet Sigma_pi,     delta = (a, b) - r,
+    # evaluated without forming Lambda Sigma_pi or Cholesky-factoring the plan (nearly
+    # singular as eps -> 0): Sigma_pi = F F^T with F = [[L_A, 0], [S W^T L_A, L_S]]
+    # (C^T L_A^{-T} = S W^T L_A since C = A W S, and S W^T A W S + S = B), so
+    # Tr(Lambda Sigma_pi) = ||L_R^{-1} F||_F^2, and logdet Sigma_pi = logdet A + logdet B
+    # - 2 KL(pi || mu ⊗ nu) with the solver's cancellation-free KL. No large terms cancel
+    # when R is nearly degenerate (rho -> 1), unlike splitting off KL(mu ⊗ nu || R).
+    solve = jax.scipy.linalg.solve_triangular
+    S = fwd.cond_cov
+    L_A, L_B, L_S = (jnp.linalg.cholesky(sym(M)) for M in (A, B, S))
+    F = jnp.block([[L_A, jnp.zeros_like(A)], [S @ W.T @ L_A, L_S]])
+    delta = jnp.concatenate([a, b]) - ref.mean
+    z = solve(L_R, delta, lower=True)
+    log_ratio = 0.5 * (
+        _chol_logdet(L_R) - _chol_logdet(L_A) - _chol_logdet(L_B) + jnp.sum(z**2)
     )
-    kl_prod = kl_gaussian(prod, ref)
-    core = trace_fn(_phi, B, sym(W.T @ A @ W))
-    cost = jnp.sum((a - b) ** 2) + jnp.trace(A) + jnp.trace(B) - eps * core + eps * kl_prod
+    kl = 0.5 * (jnp.sum(solve(L_R, F, lower=True) ** 2) - 2 * d) + log_ratio + fwd.kl
+    cost = jnp.sum((a - b) ** 2) + jnp.trace(A) + jnp.trace(B) - 2.0 * jnp.trace(C) + eps * kl
     # Potentials: log dpi/dR = log dpi/d(mu ⊗ nu) + log d(mu ⊗ nu)/dR, both quadratic in
-    # (u, v) = (x - a, y - b); with delta = (a, b) - r:
+    # (u, v) = (x - a, y - b):
     #   u-quadratic  -1/2 u^T (W S W^T + A^{-1} - Lambda11) u
     #   v-quadratic  -1/2 v^T (W^T S_x W + B^{-1} - Lambda22) v
     #   linear       (Lambda delta)^T (u, v)
     #   constant     KL(pi || mu ⊗ nu)
     #                + 1/2 (logdet Sigma_R - logdet A - logdet B + delta^T Lambda delta)
-    L_A, L_B = jnp.linalg.cholesky(sym(A)), jnp.linalg.cholesky(sym(B))
     A_inv = sym(cho((L_A, True), eye))
     B_inv = sym(cho((L_B, True), eye))
-    delta = jnp.concatenate([a, b]) - ref.mean
     Lam_delta = Lam @ delta
-    z = jax.scipy.linalg.solve_triangular(L_R, delta, lower=True)
-    const = fwd.kl + 0.5 * (
-        _chol_logdet(L_R) - _chol_logdet(L_A) - _chol_logdet(L_B) + jnp.sum(z**2)
-    )
+    const = fwd.kl + log_ratio
     P = sym(W @ fwd.cond_cov @ W.T + A_inv - Lam11)
     Q = sym(W.T @ bwd.cond_cov @ W + B_inv - Lam22)
     T = fwd.cond_cov @ W.T
@@ -241,14 +235,15 @@ def entropic_ot(
         s_i = (1 + 16 lam_i / eps^2)^{1/2},  lam_i eigenvalues of AB,
 
     whose gradient in ``A, B`` (MATH.md §7) and ``epsilon`` is finite also for
-    rank-deficient covariances. For a general reference it is the plug-in value
-    ``E_pi ||x-y||^2 + eps KL(pi || R)`` at the optimal plan ([REF25, Cor 3.1]), computed as
+    rank-deficient covariances. For a general reference it is the plug-in value at the
+    optimal plan ([REF25, Cor 3.1])
 
-        ||a-b||^2 + Tr A + Tr B - eps sum_i phi(h_i) + eps KL(mu ⊗ nu || R),
-        phi(h) = (s-1)/2 - 1/2 log((1+s)/2),  s = (1 + 4h)^{1/2},
+        OT_eps = ||a-b||^2 + Tr A + Tr B - 2 Tr C + eps KL(pi || R),
 
-    ``h_i`` the eigenvalues of ``B^{1/2} W^T A W B^{1/2}``; this needs ``A, B`` positive
-    definite (against a full-rank ``R`` a degenerate marginal has infinite cost).
+    with the KL evaluated from Cholesky factors of ``Sigma_R``, ``A``, ``B`` and
+    ``S = Cov(y | x)`` (accurate also for nearly degenerate references and small eps);
+    this needs ``A, B`` positive definite (against a full-rank ``R`` a degenerate marginal
+    has infinite cost).
     ``OT_eps -> W2^2`` as ``epsilon -> 0`` for every reference.
 
     Args:
