@@ -25,6 +25,7 @@ from .coupling import (
 )
 from .entropic import (
     EntropicOT,
+    correlation_reference,
     entropic_ot,
     sinkhorn_divergence,
 )
@@ -68,6 +69,7 @@ __all__ = [
     "brownian_kernel",
     "bures_wasserstein2",
     "check_problem",
+    "correlation_reference",
     "Coupling",
     "entropic_ot",
     "EntropicOT",

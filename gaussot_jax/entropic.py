@@ -10,11 +10,16 @@ function of ``AB`` (``lam_i`` its eigenvalues, ``s_i = (1 + 16 lam_i / eps^2)^{1
 
 which equals [JMPC20]'s ``... - Tr D + d sigma^2 (1 - log 2 sigma^2) + sigma^2 logdet(D +
 sigma^2 I)`` with ``sigma^2 = eps/2``, and the plug-in value at the optimal plan.
+
+With a full-rank Gaussian reference ``R = N(r, Sigma_R)`` in place of ``mu ⊗ nu``
+([REF25], MATH.md §5) only the weight changes, ``W = (2/eps) I - Lambda12`` with
+``Lambda = Sigma_R^{-1}``, and the value is the plug-in value ([REF25, Cor 3.1]).
 """
 
 from __future__ import annotations
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
@@ -22,9 +27,9 @@ from . import _checks
 from .bures import check_pair
 from .coupling import isotropic_terms, solve_coupling
 from .gaussians import AffineMap, Gaussian, QuadraticPotential
-from .linalg import sym, trace_fn
+from .linalg import sqrtm, sym, trace_fn
 
-__all__ = ["EntropicOT", "entropic_ot", "sinkhorn_divergence"]
+__all__ = ["EntropicOT", "correlation_reference", "entropic_ot", "sinkhorn_divergence"]
 
 
 class EntropicOT(eqx.Module):
@@ -37,7 +42,8 @@ class EntropicOT(eqx.Module):
     plan: Gaussian
     """The optimal plan, a Gaussian on ``R^{2d}``."""
     potentials: tuple[QuadraticPotential, QuadraticPotential]
-    """``(f, g)``: ``d plan / d(mu ⊗ nu) = exp((f(x) + g(y) - ||x - y||^2) / eps)``."""
+    """``(f, g)``: ``d plan / dR = exp((f(x) + g(y) - ||x - y||^2) / eps)``, ``R`` the
+    reference (``mu ⊗ nu`` by default), and ``E_mu f + E_nu g = cost``."""
     entropic_map: AffineMap
     """The barycentric projection ``x -> E_plan[y | x] = b + S W^T (x - a)``."""
     epsilon: Float[Array, ""]
@@ -69,53 +75,196 @@ def _check_epsilon(epsilon, dtype) -> Array:
 
 
 def _potentials(
-    a: Array, b: Array, P: Array, Q: Array, kl: Array, eps: Array
+    a: Array,
+    b: Array,
+    P: Array,
+    Q: Array,
+    c: Array,
+    eps: Array,
+    lx: Array | None = None,
+    ly: Array | None = None,
 ) -> tuple[QuadraticPotential, QuadraticPotential]:
-    r"""Split ``eps log dpi/d(mu ⊗ nu) + ||x - y||^2`` into ``f(x) + g(y)``.
+    r"""Split ``eps log dpi/dR + ||x - y||^2`` into ``f(x) + g(y)``.
 
-    With ``u = x - a``, ``v = y - b``, the plan's log-density ratio to ``mu ⊗ nu`` is
-    ``-1/2 u^T P u - 1/2 v^T Q v + u^T W v + kl`` (``W = (2/eps) I``; ``P = W S W^T``,
-    ``Q = W^T S_x W`` with ``S = Cov(y | x)``, ``S_x = Cov(x | y)``; ``kl`` its value at
-    the means). The cross term ``eps u^T W v = 2 u^T v`` cancels ``-2 x^T y`` from the
-    cost, leaving ``f(x) = -eps/2 u^T P u + ||x||^2 - 2 x^T b + c`` and
-    ``g(y) = -eps/2 v^T Q v + ||y||^2 - 2 a^T y + c``, ``2c = eps kl + 2 a^T b``.
+    With ``u = x - a``, ``v = y - b``, the plan's log-density ratio to the reference is
+
+        log dpi/dR = -1/2 u^T P u - 1/2 v^T Q v + (2/eps) u^T v + lx^T u + ly^T v + c.
+
+    The cross coefficient is ``2/eps`` for every reference: the plan's precision has
+    off-diagonal block ``-W`` (optimality, MATH.md §2) and ``-log R`` contributes
+    ``+Lambda12``, so the total is ``W + Lambda12 = (2/eps) I``. Hence
+    ``eps (2/eps) u^T v = 2 u^T v`` cancels ``-2 x^T y`` from the cost up to terms linear
+    in ``x`` or ``y`` (``2 u^T v - 2 x^T y = -2 x^T b - 2 a^T y + 2 a^T b``), leaving
+
+        f(x) = -eps/2 u^T P u + eps lx^T u + ||x||^2 - 2 x^T b + eps c/2 + a^T b
+        g(y) = -eps/2 v^T Q v + eps ly^T v + ||y||^2 - 2 a^T y + eps c/2 + a^T b.
+
+    For ``R = mu ⊗ nu``: ``P = W S W^T``, ``Q = W^T S_x W`` (``S = Cov(y | x)``,
+    ``S_x = Cov(x | y)``), ``lx = ly = 0`` and ``c = KL(pi || mu ⊗ nu)``.
     """
     eye = jnp.eye(a.shape[-1], dtype=a.dtype)
-    c = 0.5 * (eps * kl) + a @ b
+    lx = jnp.zeros_like(a) if lx is None else lx
+    ly = jnp.zeros_like(b) if ly is None else ly
+    c = 0.5 * (eps * c) + a @ b
     f = QuadraticPotential(
         quad=sym(2.0 * eye - eps * P),
-        lin=eps * P @ a - 2.0 * b,
-        const=c - 0.5 * eps * a @ P @ a,
+        lin=eps * (P @ a + lx) - 2.0 * b,
+        const=c - 0.5 * eps * a @ P @ a - eps * lx @ a,
     )
     g = QuadraticPotential(
         quad=sym(2.0 * eye - eps * Q),
-        lin=eps * Q @ b - 2.0 * a,
-        const=c - 0.5 * eps * b @ Q @ b,
+        lin=eps * (Q @ b + ly) - 2.0 * a,
+        const=c - 0.5 * eps * b @ Q @ b - eps * ly @ b,
     )
     return f, g
 
 
-def entropic_ot(mu: Gaussian, nu: Gaussian, epsilon) -> EntropicOT:
-    r"""Entropic OT between Gaussians in closed form [JMPC20, Thm 1].
+def _check_reference(reference, mu: Gaussian, nu: Gaussian) -> Gaussian:
+    """Shape and value checks for a reference coupling on ``R^{2d}``; cast to mu's dtype."""
+    if not isinstance(reference, Gaussian):
+        raise ValueError(
+            f"reference must be a Gaussian on R^(2d) or None, got {type(reference).__name__}"
+        )
+    d2 = 2 * mu.dim
+    if reference.mean.shape != (d2,):
+        raise ValueError(
+            f"reference.mean must have shape ({d2},) (= 2 * dim of mu), got "
+            f"{reference.mean.shape}; use jax.vmap for batches"
+        )
+    if reference.cov.shape != (d2, d2):
+        raise ValueError(
+            f"reference.cov must have shape ({d2}, {d2}) (= 2 * dim of mu), got "
+            f"{reference.cov.shape}"
+        )
+    _checks.check_finite("reference.mean", reference.mean)
+    _checks.check_cov("reference.cov", reference.cov, definite=True)
+    # A full-rank R gives every coupling of degenerate marginals KL = +inf.
+    _checks.check_cov("mu.cov (with a full-rank reference)", mu.cov, definite=True)
+    _checks.check_cov("nu.cov (with a full-rank reference)", nu.cov, definite=True)
+    dtype = mu.mean.dtype
+    return Gaussian(
+        reference.mean.astype(dtype), reference.cov.astype(dtype), validate=False
+    )
 
-    Solves ``min_{pi in Pi(mu, nu)} E_pi ||x - y||^2 + epsilon KL(pi || mu ⊗ nu)``
-    (MATH.md §0: [JMPC20]'s ``sigma^2 = epsilon / 2``). The plan comes from the core
-    solver (MATH.md §2, ``W = (2/eps) I``); the cost from its spectral form
+
+def _chol_logdet(L: Array) -> Array:
+    return 2.0 * jnp.sum(jnp.log(jnp.diag(L)))
+
+
+def _reference_ot(mu: Gaussian, nu: Gaussian, eps: Array, ref: Gaussian) -> EntropicOT:
+    """[REF25]: the core problem with ``W = (2/eps) I - Lambda12`` (MATH.md §2, §5)."""
+    d = mu.dim
+    a, b, A, B = mu.mean, nu.mean, mu.cov, nu.cov
+    eye = jnp.eye(d, dtype=a.dtype)
+    cho = jax.scipy.linalg.cho_solve
+    # Lambda = Sigma_R^{-1} from one Cholesky factor (backward stable; no explicit inverse
+    # of a block). Lambda12 alone enters the plan.
+    L_R = jnp.linalg.cholesky(sym(ref.cov))
+    Lam = sym(cho((L_R, True), jnp.eye(2 * d, dtype=a.dtype)))
+    Lam11, Lam12, Lam22 = Lam[:d, :d], Lam[:d, d:], Lam[d:, d:]
+    W = (2.0 / eps) * eye - Lam12
+    fwd = solve_coupling(A, B, W)
+    bwd = solve_coupling(B, A, W.T)
+    C = fwd.cross_cov
+    plan = Gaussian(
+        jnp.concatenate([a, b]), sym(jnp.block([[A, C], [C.T, B]])), validate=False
+    )
+    # Plug-in value [REF25, Cor 3.1]: E||x-y||^2 + eps KL(pi || R), with
+    #   2 KL(pi || R) = Tr(Lambda Sigma_pi) + delta^T Lambda delta - 2d + logdet Sigma_R
+    #                   - logdet Sigma_pi,     delta = (a, b) - r,
+    # evaluated without forming Lambda Sigma_pi or Cholesky-factoring the plan (nearly
+    # singular as eps -> 0): Sigma_pi = F F^T with F = [[L_A, 0], [S W^T L_A, L_S]]
+    # (C^T L_A^{-T} = S W^T L_A since C = A W S, and S W^T A W S + S = B), so
+    # Tr(Lambda Sigma_pi) = ||L_R^{-1} F||_F^2, and logdet Sigma_pi = logdet A + logdet B
+    # - 2 KL(pi || mu ⊗ nu) with the solver's cancellation-free KL. No large terms cancel
+    # when R is nearly degenerate (rho -> 1), unlike splitting off KL(mu ⊗ nu || R).
+    solve = jax.scipy.linalg.solve_triangular
+    S = fwd.cond_cov
+    L_A, L_B, L_S = (jnp.linalg.cholesky(sym(M)) for M in (A, B, S))
+    F = jnp.block([[L_A, jnp.zeros_like(A)], [S @ W.T @ L_A, L_S]])
+    delta = jnp.concatenate([a, b]) - ref.mean
+    z = solve(L_R, delta, lower=True)
+    log_ratio = 0.5 * (
+        _chol_logdet(L_R) - _chol_logdet(L_A) - _chol_logdet(L_B) + jnp.sum(z**2)
+    )
+    kl = 0.5 * (jnp.sum(solve(L_R, F, lower=True) ** 2) - 2 * d) + log_ratio + fwd.kl
+    cost = jnp.sum((a - b) ** 2) + jnp.trace(A) + jnp.trace(B) - 2.0 * jnp.trace(C) + eps * kl
+    # Potentials: log dpi/dR = log dpi/d(mu ⊗ nu) + log d(mu ⊗ nu)/dR, both quadratic in
+    # (u, v) = (x - a, y - b):
+    #   u-quadratic  -1/2 u^T (W S W^T + A^{-1} - Lambda11) u
+    #   v-quadratic  -1/2 v^T (W^T S_x W + B^{-1} - Lambda22) v
+    #   linear       (Lambda delta)^T (u, v)
+    #   constant     KL(pi || mu ⊗ nu)
+    #                + 1/2 (logdet Sigma_R - logdet A - logdet B + delta^T Lambda delta)
+    A_inv = sym(cho((L_A, True), eye))
+    B_inv = sym(cho((L_B, True), eye))
+    Lam_delta = Lam @ delta
+    const = fwd.kl + log_ratio
+    P = sym(W @ fwd.cond_cov @ W.T + A_inv - Lam11)
+    Q = sym(W.T @ bwd.cond_cov @ W + B_inv - Lam22)
+    T = fwd.cond_cov @ W.T
+    return EntropicOT(
+        cost=cost,
+        cross_cov=C,
+        plan=plan,
+        potentials=_potentials(a, b, P, Q, const, eps, Lam_delta[:d], Lam_delta[d:]),
+        entropic_map=AffineMap(T, b - T @ a),
+        epsilon=eps,
+    )
+
+
+def entropic_ot(
+    mu: Gaussian, nu: Gaussian, epsilon, reference: Gaussian | None = None
+) -> EntropicOT:
+    r"""Entropic OT between Gaussians in closed form [JMPC20, Thm 1], [REF25].
+
+    Solves ``min_{pi in Pi(mu, nu)} E_pi ||x - y||^2 + epsilon KL(pi || R)`` with
+    ``R = mu ⊗ nu`` (default, MATH.md §3; [JMPC20]'s ``sigma^2 = epsilon / 2``) or a
+    full-rank Gaussian reference ``R = N(r, Sigma_R)`` on ``R^{2d}`` ([REF25], MATH.md §5).
+
+    The plan comes from the core solver (MATH.md §2) with
+
+        W = (2/eps) I                      (R = mu ⊗ nu)
+        W = (2/eps) I - Lambda12,          Lambda = Sigma_R^{-1}   (general R)
+
+    and needs no inverse of ``W`` ([REF25]'s Assumption 3.1, ``W`` invertible, is not
+    needed: a singular ``W`` is fine, ``W = 0`` gives independence). The cost for
+    ``R = mu ⊗ nu`` is the spectral form
 
         OT_eps = ||a-b||^2 + Tr A + Tr B + (eps/2) sum_i [log((1+s_i)/2) - (s_i - 1)],
         s_i = (1 + 16 lam_i / eps^2)^{1/2},  lam_i eigenvalues of AB,
 
     whose gradient in ``A, B`` (MATH.md §7) and ``epsilon`` is finite also for
-    rank-deficient covariances. ``OT_eps -> W2^2`` as ``epsilon -> 0``.
+    rank-deficient covariances. For a general reference it is the plug-in value at the
+    optimal plan ([REF25, Cor 3.1])
+
+        OT_eps = ||a-b||^2 + Tr A + Tr B - 2 Tr C + eps KL(pi || R),
+
+    with the KL evaluated from Cholesky factors of ``Sigma_R``, ``A``, ``B`` and
+    ``S = Cov(y | x)`` (accurate also for nearly degenerate references and small eps);
+    this needs ``A, B`` positive definite (against a full-rank ``R`` a degenerate marginal
+    has infinite cost).
+    ``OT_eps -> W2^2`` as ``epsilon -> 0`` for every reference.
 
     Args:
         mu: ``N(a, A)`` on ``R^d``.
         nu: ``N(b, B)`` on ``R^d``.
         epsilon: regularisation ``> 0`` (a traced scalar: vmap or differentiate it).
+        reference: ``None`` for ``mu ⊗ nu``, or a :class:`Gaussian` on ``R^{2d}`` (mean
+            ``(2d,)``, covariance ``(2d, 2d)`` symmetric positive definite), e.g. from
+            :func:`correlation_reference`. Differentiable in its mean and covariance.
 
     Returns:
         :class:`EntropicOT` with ``cost``, ``cross_cov``, ``plan``, ``potentials``
-        ``(f, g)`` and ``entropic_map``. Fields you do not use cost nothing under ``jit``.
+        ``(f, g)`` (``d plan/dR = exp((f(x) + g(y) - ||x-y||^2)/eps)``,
+        ``E_mu f + E_nu g = cost``) and ``entropic_map``. Fields you do not use cost
+        nothing under ``jit``.
+
+    Raises:
+        ValueError: bad shapes, ``epsilon <= 0``; with a reference: its mean not ``(2d,)``,
+            its covariance not ``(2d, 2d)`` or not symmetric positive definite, or
+            ``mu.cov`` / ``nu.cov`` singular (value checks on concrete inputs; under
+            ``jit`` use ``reference.checked(definite=True)``).
 
     Example:
         >>> import jax.numpy as jnp, gaussot_jax as gj
@@ -123,9 +272,13 @@ def entropic_ot(mu: Gaussian, nu: Gaussian, epsilon) -> EntropicOT:
         >>> nu = gj.Gaussian(jnp.ones(2), jnp.diag(jnp.array([2.0, 0.5])))
         >>> out = gj.entropic_ot(mu, nu, 0.1)
         >>> f, g = out.potentials
+        >>> ref = gj.correlation_reference(mu, nu, 0.9 * jnp.eye(2))
+        >>> biased_less = gj.entropic_ot(mu, nu, 0.1, reference=ref).cost
     """
     check_pair(mu, nu)
     eps = _check_epsilon(epsilon, mu.mean.dtype)
+    if reference is not None:
+        return _reference_ot(mu, nu, eps, _check_reference(reference, mu, nu))
     a, b, A, B = mu.mean, nu.mean, mu.cov, nu.cov
     W = (2.0 / eps) * jnp.eye(mu.dim, dtype=a.dtype)
     fwd = solve_coupling(A, B, W)
@@ -145,6 +298,60 @@ def entropic_ot(mu: Gaussian, nu: Gaussian, epsilon) -> EntropicOT:
         entropic_map=AffineMap(T, b - T @ a),
         epsilon=eps,
     )
+
+
+def correlation_reference(
+    mu: Gaussian, nu: Gaussian, corr: Float[Array, "d d"]
+) -> Gaussian:
+    r"""The correlation-parametrised reference coupling of [REF25, §4.1] (MATH.md §5).
+
+        R = N((a, b), [[A, A^{1/2} P B^{1/2}], [B^{1/2} P^T A^{1/2}, B]]),   P = corr,
+
+    the Gaussian coupling of ``mu`` and ``nu`` whose whitened cross-covariance is ``P``;
+    it is full rank iff ``||P||_op < 1`` (and ``A, B`` are). ``P = 0`` gives ``mu ⊗ nu``;
+    ``P`` close to the OT plan's ``A^{1/2} T B^{-1/2}`` (``T`` the Monge map, an
+    orthogonal matrix) shrinks the entropic bias ``OT_eps - W2^2``. Its precision's
+    off-diagonal block, the only part the plan depends on, is
+    ``Lambda12 = -A^{-1/2} P (I - P^T P)^{-1} B^{-1/2}``.
+
+    Args:
+        mu: ``N(a, A)`` on ``R^d``.
+        nu: ``N(b, B)`` on ``R^d``.
+        corr: ``(d, d)`` matrix ``P`` with operator norm ``< 1`` (differentiable; a
+            traced ``corr`` is checked at run time with ``eqx.error_if``).
+
+    Returns:
+        The :class:`Gaussian` ``R`` on ``R^{2d}``.
+
+    Raises:
+        ValueError: ``corr`` not ``(d, d)``, not finite, or ``||corr||_op >= 1``.
+
+    Example:
+        >>> import jax.numpy as jnp, gaussot_jax as gj
+        >>> mu = nu = gj.Gaussian(jnp.zeros(1), jnp.eye(1))
+        >>> R = gj.correlation_reference(mu, nu, jnp.array([[0.5]]))
+        >>> round(float(gj.entropic_ot(mu, nu, 0.8, reference=R).cost), 6)  # MATH.md §5
+        0.510846
+    """
+    check_pair(mu, nu)
+    d = mu.dim
+    dtype = mu.mean.dtype
+    corr = _checks.as_float(corr, dtype)
+    if corr.shape != (d, d):
+        raise ValueError(f"corr must have shape ({d}, {d}), got {corr.shape}")
+    _checks.check_finite("corr", corr)
+    if _checks.is_concrete(corr):
+        norm = float(jnp.linalg.norm(corr, ord=2))
+        if not norm < 1.0:
+            raise ValueError(f"corr must have operator norm < 1, got {norm:.6g}")
+    else:
+        corr = eqx.error_if(
+            corr, jnp.linalg.norm(corr, ord=2) >= 1.0, "corr must have operator norm < 1"
+        )
+    A, B = mu.cov, nu.cov.astype(dtype)
+    C = sqrtm(A) @ corr @ sqrtm(B)
+    cov = sym(jnp.block([[A, C], [C.T, B]]))
+    return Gaussian(jnp.concatenate([mu.mean, nu.mean.astype(dtype)]), cov, validate=False)
 
 
 def sinkhorn_divergence(mu: Gaussian, nu: Gaussian, epsilon) -> Float[Array, ""]:
