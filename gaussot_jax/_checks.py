@@ -44,6 +44,18 @@ def psd_tol(dtype, d: int) -> float:
     return float(100 * max(d, 1) * np.finfo(dtype).eps)
 
 
+def check_single(name: str, obj, cls) -> None:
+    """``obj`` is one (unbatched) instance of ``cls``: a Gaussian-like with mean ``(d,)``."""
+    if not isinstance(obj, cls):
+        raise ValueError(f"{name} must be a {cls.__name__}, got {type(obj).__name__}")
+    leading = obj.mean if hasattr(obj, "mean") else obj.alpha
+    if leading.ndim != 1:
+        raise ValueError(
+            f"{name} must be a single {cls.__name__} (not a batch), got leading field shape "
+            f"{leading.shape}; use jax.vmap for batches"
+        )
+
+
 def check_finite(name: str, x) -> None:
     if is_concrete(x) and not np.all(np.isfinite(np.asarray(x))):
         raise ValueError(f"{name} contains NaN or inf")

@@ -85,20 +85,8 @@ def check_problem(
         ValueError: naming the argument and the problem.
     """
     for name, g in (("eta", eta), ("mu", mu)):
-        if not isinstance(g, Gaussian):
-            raise ValueError(f"{name} must be a Gaussian, got {type(g).__name__}")
-        if g.mean.ndim != 1:
-            raise ValueError(
-                f"{name} must be a single Gaussian (mean (d,)), got mean {g.mean.shape}; "
-                "use jax.vmap for batches"
-            )
-    if not isinstance(kernel, LinearGaussianKernel):
-        raise ValueError(f"kernel must be a LinearGaussianKernel, got {type(kernel).__name__}")
-    if kernel.alpha.ndim != 1:
-        raise ValueError(
-            f"kernel must be a single kernel (alpha (d2,)), got alpha {kernel.alpha.shape}; "
-            "use jax.vmap for batches"
-        )
+        _checks.check_single(name, g, Gaussian)
+    _checks.check_single("kernel", kernel, LinearGaussianKernel)
     d1, d2 = kernel.dims
     if (eta.dim, mu.dim) != (d1, d2):
         raise ValueError(

@@ -19,13 +19,7 @@ __all__ = ["bures_wasserstein2", "mccann_interpolation", "monge_map"]
 def check_pair(mu: Gaussian, nu: Gaussian, names: tuple[str, str] = ("mu", "nu")) -> None:
     """Both are single Gaussians of the same dimension (batch with ``jax.vmap``)."""
     for name, g in zip(names, (mu, nu)):
-        if not isinstance(g, Gaussian):
-            raise ValueError(f"{name} must be a Gaussian, got {type(g).__name__}")
-        if g.mean.ndim != 1:
-            raise ValueError(
-                f"{name} must be a single Gaussian (mean (d,)), got mean {g.mean.shape}; "
-                "use jax.vmap for batches"
-            )
+        _checks.check_single(name, g, Gaussian)
     if mu.dim != nu.dim:
         raise ValueError(f"dimensions differ: {names[0]} has d={mu.dim}, {names[1]} d={nu.dim}")
 

@@ -206,13 +206,7 @@ def _check_scalar(name, x, dtype) -> Array:
 
 def _check_measures(a, b) -> None:
     for name, g in (("a", a), ("b", b)):
-        if not isinstance(g, ScaledGaussian):
-            raise ValueError(f"{name} must be a ScaledGaussian, got {type(g).__name__}")
-        if g.mean.ndim != 1:
-            raise ValueError(
-                f"{name} must be a single ScaledGaussian (mean (d,)), got mean "
-                f"{g.mean.shape}; use jax.vmap for batches"
-            )
+        _checks.check_single(name, g, ScaledGaussian)
         _checks.check_positive(f"{name}.mass", g.mass)
         _checks.check_finite(f"{name}.mean", g.mean)
         _checks.check_cov(f"{name}.cov", g.cov)

@@ -96,3 +96,4 @@ def kl_joint(m_p, S_p, m_q, S_q):
         + np.linalg.slogdet(S_q)[1]
         - np.linalg.slogdet(S_p)[1]
     )
+

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import assert_close, make
 from ipf_reference import ipf_converged, kl_joint, random_problem
 
 import gaussot_jax as gj
@@ -16,20 +17,6 @@ import gaussot_jax as gj
 # Correctness tests call the jitted bridge (one compilation per shape; eager dispatch of
 # every small primitive costs more on a loaded 2-core machine). Validation is tested eagerly.
 bridge_jit = jax.jit(gj.schrodinger_bridge)
-
-
-def make(p, dtype=jnp.float64):
-    c = lambda x: jnp.asarray(x, dtype)  # noqa: E731
-    eta = gj.Gaussian(c(p["m1"]), c(p["S1"]))
-    mu = gj.Gaussian(c(p["m2"]), c(p["S2"]))
-    kernel = gj.LinearGaussianKernel(c(p["alpha"]), c(p["beta"]), c(p["tau"]))
-    return eta, mu, kernel
-
-
-def assert_close(actual, expected, tol=1e-9):
-    expected = np.asarray(expected)
-    scale = max(1.0, np.abs(expected).max())
-    np.testing.assert_allclose(np.asarray(actual), expected, rtol=tol, atol=tol * scale)
 
 
 @pytest.mark.parametrize("d1,d2", [(1, 1), (2, 2), (5, 5), (3, 2)])

@@ -9,25 +9,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import assert_close, make
 from ipf_reference import ipf, random_problem
 
 import gaussot_jax as gj
 
 sinkhorn_jit = jax.jit(gj.gaussian_sinkhorn, static_argnums=3, static_argnames="method")
-
-
-def make(p, dtype=jnp.float64):
-    c = lambda x: jnp.asarray(x, dtype)  # noqa: E731
-    eta = gj.Gaussian(c(p["m1"]), c(p["S1"]))
-    mu = gj.Gaussian(c(p["m2"]), c(p["S2"]))
-    kernel = gj.LinearGaussianKernel(c(p["alpha"]), c(p["beta"]), c(p["tau"]))
-    return eta, mu, kernel
-
-
-def assert_close(actual, expected, tol=1e-9):
-    expected = np.asarray(expected)
-    scale = max(1.0, np.abs(expected).max())
-    np.testing.assert_allclose(np.asarray(actual), expected, rtol=tol, atol=tol * scale)
 
 
 def take(kernel, n):
