@@ -6,6 +6,21 @@ Gaussian Sinkhorn algorithm [ADM25], all built on one core solver (MATH.md §2),
 exact derivative rules for the matrix functions they use.
 """
 
+from .barycenter import (
+    bures_barycenter as bures_barycenter,
+)
+from .barycenter import (
+    bures_barycenter_residual as bures_barycenter_residual,
+)
+from .barycenter import (
+    entropic_barycenter as entropic_barycenter,
+)
+from .barycenter import (
+    entropic_barycenter_residual as entropic_barycenter_residual,
+)
+from .batching import (
+    pairwise as pairwise,
+)
 from .bures import (
     bures_wasserstein2 as bures_wasserstein2,
 )
