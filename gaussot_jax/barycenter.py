@@ -21,6 +21,7 @@ tangent solve is conjugate gradients on ``d x d`` matrices. No iteration is unro
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import equinox as eqx
@@ -231,11 +232,8 @@ def _fixed_point(covs, w, eps, *, debiased: bool, tol: float, max_iter: int) -> 
     return jax.lax.while_loop(cond, body, init)[0]
 
 
-def _barycenter(gaussians, weights, eps, *, debiased, tol, max_iter) -> Gaussian:
-    means, covs, w = _check_inputs(gaussians, weights)
-    tol = _default_tol(tol, means.dtype, 0.75)
-    max_iter = _check_max_iter(max_iter)
-
+@functools.partial(jax.jit, static_argnames=("debiased", "tol", "max_iter"))
+def _barycenter_cov(covs, w, eps, *, debiased: bool, tol: float, max_iter: int) -> Matrix:
     def solve(covs, w, *eps_):
         return _fixed_point(
             covs, w, eps_[0] if eps_ else None, debiased=debiased, tol=tol, max_iter=max_iter
@@ -246,12 +244,19 @@ def _barycenter(gaussians, weights, eps, *, debiased, tol, max_iter) -> Gaussian
 
     params = (covs, w) if eps is None else (covs, w, eps)
     S = sym(_implicit(grad_fn, solve, *params))
-    S = eqx.error_if(
+    return eqx.error_if(
         S,
         ~jnp.all(jnp.isfinite(S)),
         "the barycenter's fixed point diverged (for the biased entropic barycenter: "
         "epsilon too large, the minimiser is singular; use debiased=True)",
     )
+
+
+def _barycenter(gaussians, weights, eps, *, debiased, tol, max_iter) -> Gaussian:
+    means, covs, w = _check_inputs(gaussians, weights)
+    tol = _default_tol(tol, means.dtype, 0.75)
+    max_iter = _check_max_iter(max_iter)
+    S = _barycenter_cov(covs, w, eps, debiased=debiased, tol=tol, max_iter=max_iter)
     return Gaussian(w @ means, S, validate=False)
 
 

@@ -27,10 +27,12 @@ def _leading_size(name: str, tree) -> int:
     leaves = [x for x in jax.tree_util.tree_leaves(tree) if eqx.is_array(x)]
     if not leaves:
         raise ValueError(f"{name} must be a batch of measures (e.g. a gj.Gaussian), got {tree!r}")
-    if hasattr(tree, "mean") and jnp.ndim(tree.mean) != 2:
+    if isinstance(tree, eqx.Module) and eqx.is_array(getattr(tree, "mean", None)) and (
+        tree.mean.ndim != 2
+    ):
         raise ValueError(
             f"{name} must carry exactly one leading batch axis (mean (n, d)), "
-            f"got mean {jnp.shape(tree.mean)}"
+            f"got mean {tree.mean.shape}"
         )
     sizes = {x.shape[0] if x.ndim else None for x in leaves}
     if len(sizes) != 1 or None in sizes:
