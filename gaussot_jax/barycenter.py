@@ -354,7 +354,7 @@ def entropic_barycenter(
 
     Both tend to :func:`bures_barycenter` as ``epsilon -> 0`` (biased: error
     ``O(eps)``; debiased: ``O(eps^2)``). The biased barycenter shrinks (one input of
-    variance ``a`` in 1-D: ``a - eps/2``) and is singular once
+    variance ``a`` in 1-D: ``a - eps/2``) and is singular (at the latest) once
     ``epsilon >= 2 lambda_max(sum_i w_i A_i)``, where the iteration fails with an error;
     the debiased one does not shrink (with one input it returns that input).
 
