@@ -7,6 +7,15 @@ exact derivative rules for the matrix functions they use. Layers, bottom up: lin
 gaussians; coupling; one module per paper; batching and barycenters on top.
 """
 
+from .barycenter import (
+    bures_barycenter,
+    bures_barycenter_residual,
+    entropic_barycenter,
+    entropic_barycenter_residual,
+)
+from .batching import (
+    pairwise,
+)
 from .bridge import (
     SchrodingerBridge,
     check_problem,
@@ -67,10 +76,14 @@ __all__ = [
     "AffineMap",
     "bridge_marginal",
     "brownian_kernel",
+    "bures_barycenter",
+    "bures_barycenter_residual",
     "bures_wasserstein2",
     "check_problem",
     "correlation_reference",
     "Coupling",
+    "entropic_barycenter",
+    "entropic_barycenter_residual",
     "entropic_ot",
     "EntropicOT",
     "Gaussian",
@@ -84,6 +97,7 @@ __all__ = [
     "mccann_interpolation",
     "monge_map",
     "ou_kernel",
+    "pairwise",
     "pinned_kernel",
     "psd_fn",
     "QuadraticPotential",

@@ -1,0 +1,153 @@
+r"""Pairwise costs between two batches of measures, with bounded memory.
+
+``pairwise(fn, mus, nus)[i, j] = fn(mu_i, nu_j)`` for every pair: the cost matrix of a
+discrete OT problem between mixtures, a kernel matrix, a nearest-neighbour search. The
+library's functions are unbatched (DESIGN.md item 3); this is the one place that maps
+them over a grid of pairs, either as one double ``jax.vmap`` or in blocks of
+``batch_size`` pairs under ``lax.scan`` so that peak memory does not grow with
+``n * m``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+__all__ = ["pairwise"]
+
+
+def _leading_size(name: str, tree) -> int:
+    """The common leading axis of every array leaf of ``tree`` (a batch of measures)."""
+    leaves = [x for x in jax.tree_util.tree_leaves(tree) if eqx.is_array(x)]
+    if not leaves:
+        raise ValueError(f"{name} must be a batch of measures (e.g. a gj.Gaussian), got {tree!r}")
+    if isinstance(tree, eqx.Module) and eqx.is_array(getattr(tree, "mean", None)) and (
+        tree.mean.ndim != 2
+    ):
+        raise ValueError(
+            f"{name} must carry exactly one leading batch axis (mean (n, d)), "
+            f"got mean {tree.mean.shape}"
+        )
+    sizes = {x.shape[0] if x.ndim else None for x in leaves}
+    if len(sizes) != 1 or None in sizes:
+        shapes = [x.shape for x in leaves]
+        raise ValueError(f"{name}: every field needs the same leading batch axis, got {shapes}")
+    return sizes.pop()
+
+
+def _reduce(out) -> Array:
+    """A scalar per pair: result objects with a ``cost`` field are reduced to it."""
+    if isinstance(out, eqx.Module) and hasattr(out, "cost"):
+        out = out.cost
+    if not eqx.is_array_like(out) or jnp.shape(out) != ():
+        got = jnp.shape(out) if eqx.is_array_like(out) else type(out).__name__
+        raise ValueError(
+            f"fn must return a scalar or a result with a scalar `cost` field, got {got}"
+        )
+    return jnp.asarray(out)
+
+
+def _take(tree, i):
+    return jax.tree_util.tree_map(lambda x: x[i] if eqx.is_array(x) else x, tree)
+
+
+@eqx.filter_jit
+def _pairwise(fn: Callable, mus, nus, batch_size: int | None, kw: dict) -> Array:
+    n, m = _leading_size("mus", mus), _leading_size("nus", nus)
+
+    def cell(mu, nu):
+        return _reduce(fn(mu, nu, **kw))
+
+    if batch_size is None or batch_size >= n * m:
+        return jax.vmap(lambda mu: jax.vmap(lambda nu: cell(mu, nu))(nus))(mus)
+
+    total = n * m
+    num_blocks = -(-total // batch_size)
+
+    # One block of `batch_size` consecutive pairs in row-major order. The last block is
+    # padded by repeating the final pair; its extra values are dropped below. The body
+    # is checkpointed so that reverse mode stores one block's residuals at a time.
+    @jax.checkpoint
+    def block(carry, b):
+        k = jnp.minimum(b * batch_size + jnp.arange(batch_size), total - 1)
+        i, j = k // m, k % m
+        return carry, jax.vmap(lambda i, j: cell(_take(mus, i), _take(nus, j)))(i, j)
+
+    _, out = jax.lax.scan(block, None, jnp.arange(num_blocks))
+    return out.reshape(-1)[:total].reshape(n, m)
+
+
+def pairwise(
+    fn: Callable[..., Any], mus, nus, *, batch_size: int | None = None, **kw
+) -> Float[Array, "n m"]:
+    r"""The matrix ``D[i, j] = fn(mu_i, nu_j, **kw)`` over all pairs of two batches.
+
+    ``mus`` and ``nus`` are batches of measures: one :class:`gaussot_jax.Gaussian` (or any
+    equinox Module of arrays) whose fields carry a leading axis ``n`` (resp. ``m``).
+    ``fn`` is any unbatched function of the library (``bures_wasserstein2``,
+    ``entropic_ot``, ``sinkhorn_divergence``, ...) or a user function of two measures;
+    results that carry a scalar ``cost`` field (``EntropicOT``) are reduced to it.
+
+    With ``batch_size=None`` the matrix is one double ``jax.vmap``: fastest, with
+    memory proportional to ``n * m`` times one evaluation's intermediates. With
+    ``batch_size=B`` the ``n * m`` pairs are evaluated ``B`` at a time (row-major
+    blocks, ``lax.scan``), so peak memory is the output plus ``B`` evaluations,
+    independent of ``n * m``; reverse-mode differentiation recomputes each block
+    (``jax.checkpoint``) and keeps that bound.
+
+    Keyword values that are floats or arrays (``epsilon=0.1``) are traced: vmap or
+    differentiate them, change them without recompiling. Python ints, bools and
+    strings are static options. To spread the rows over several devices, shard
+    ``mus`` along its leading axis (``jax.sharding.NamedSharding``) and call this
+    under ``jax.jit``, or wrap it in ``jax.shard_map`` to combine with ``batch_size``.
+
+    Args:
+        fn: ``fn(mu, nu, **kw)`` returning a scalar or a result with a ``cost`` field.
+        mus: batch of ``n`` measures (leading axis ``n`` on every field).
+        nus: batch of ``m`` measures.
+        batch_size: number of pairs evaluated at once (``None``: all).
+        **kw: keyword arguments passed to ``fn`` for every pair.
+
+    Returns:
+        The ``(n, m)`` matrix of costs.
+
+    Raises:
+        ValueError: if ``fn`` is not callable, ``mus``/``nus`` are not batches with one
+            leading axis, ``batch_size`` is not a positive int, or ``fn`` does not
+            return a scalar.
+
+    Example:
+        >>> import jax.numpy as jnp, gaussot_jax as gj
+        >>> mus = gj.Gaussian(jnp.zeros((3, 2)), jnp.stack([jnp.eye(2)] * 3))
+        >>> nus = gj.Gaussian(jnp.ones((4, 2)), jnp.stack([2 * jnp.eye(2)] * 4))
+        >>> gj.pairwise(gj.entropic_ot, mus, nus, epsilon=0.1).shape
+        (3, 4)
+    """
+    if not callable(fn):
+        raise ValueError(f"fn must be callable, got {type(fn).__name__}")
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
+        or batch_size < 1
+    ):
+        raise ValueError(f"batch_size must be None or an int >= 1, got {batch_size!r}")
+    n, m = _leading_size("mus", mus), _leading_size("nus", nus)
+    index_dtype = jnp.asarray(0).dtype  # int32 unless jax_enable_x64
+    if batch_size is not None and n * m > np.iinfo(index_dtype).max:
+        raise ValueError(
+            f"n * m = {n * m} pairs overflow {index_dtype.name} indices; "
+            "enable jax_enable_x64 or split the batches"
+        )
+    dtype = jnp.result_type(*[x for x in jax.tree_util.tree_leaves(mus) if eqx.is_array(x)])
+    if not jnp.issubdtype(dtype, jnp.inexact):
+        dtype = jnp.result_type(float)
+    # Python floats would be static under filter_jit: make them traced scalars.
+    kw = {
+        k: jnp.asarray(v, dtype=dtype) if isinstance(v, float) else v for k, v in kw.items()
+    }
+    return _pairwise(fn, mus, nus, None if batch_size is None else int(batch_size), kw)
