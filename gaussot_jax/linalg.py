@@ -448,15 +448,14 @@ def _psd_factor(A: Matrix) -> Matrix:
     A = sym(A)
     if A.shape[-1] <= _JACOBI_MAX_D:
         return _small_cholesky(A)
+    # No lax.cond: under vmap it becomes a select of two independent LAPACK calls, which
+    # XLA may run concurrently (see _trace_fn_jvp on why that must be avoided). The
+    # second call depends on the first, and repeats it exactly where it succeeded.
+    d = A.shape[-1]
     L = jnp.linalg.cholesky(A)
-
-    def shifted(_):
-        d = A.shape[-1]
-        scale = jnp.maximum(jnp.trace(A), jnp.finfo(A.dtype).tiny)
-        delta = d * jnp.finfo(A.dtype).eps * scale
-        return jnp.linalg.cholesky(A + delta * jnp.eye(d, dtype=A.dtype))
-
-    return jax.lax.cond(jnp.all(jnp.isfinite(L)), lambda _: L, shifted, None)
+    scale = jnp.maximum(jnp.trace(A), jnp.finfo(A.dtype).tiny)
+    delta = jnp.where(jnp.all(jnp.isfinite(L)), 0.0, d * jnp.finfo(A.dtype).eps * scale)
+    return jnp.linalg.cholesky(A + delta * jnp.eye(d, dtype=A.dtype))
 
 
 def _similar(A: Matrix, B: Matrix, method: str) -> tuple[Matrix, Matrix]:
@@ -480,13 +479,15 @@ def _trace_fn_jvp(g, method, primals, tangents):
     A, B, *args = primals
     dA, dB, *dargs = tangents
     dg, em = _d_dw(g), _eig_method(method)
-    FA, MA = _similar(A, B, method)
-    FB, MB = _similar(B, A, method)
-    # The value from the eigendecomposition that grad_B needs anyway (XLA merges the
-    # two identical eigh calls): one decomposition per term, not two.
-    value = jnp.sum(g(_eigh_psd(MA, em)[0], *args))
-    grad_A = FB @ _psd_fn(dg, em, MB, *args) @ FB.T
-    grad_B = FA @ _psd_fn(dg, em, MA, *args) @ FA.T
+    # A and B are factored, and M_A, M_B decomposed, as one stacked batch each: one
+    # LAPACK call at a time. Independent batched LAPACK calls that XLA runs concurrently
+    # can deadlock its CPU thread pool (jaxlib's kernels split the batch over the same
+    # pool and block on it; with as many such calls as cores every worker waits).
+    F, M = jax.vmap(lambda X, Y: _similar(X, Y, method))(jnp.stack([A, B]), jnp.stack([B, A]))
+    w = jax.vmap(lambda S: _eigh_psd(S, em)[0])(M)
+    G = jax.vmap(lambda S: _psd_fn(dg, em, S, *args))(M)
+    value = jnp.sum(g(w[0], *args))
+    grad_B, grad_A = (F[k] @ G[k] @ F[k].T for k in (0, 1))
     dvalue = jnp.sum(grad_A * dA) + jnp.sum(grad_B * dB)
     if args:
         dvalue = dvalue + _trace_fn(_d_dargs(g), method, A, B, *args, *dargs)

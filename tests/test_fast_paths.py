@@ -187,3 +187,32 @@ def test_bad_method_raises():
         gj.trace_fn(jnp.sqrt, S, S, method="svd")
     with pytest.raises(ValueError, match="method"):
         gj.psd_fn(jnp.sqrt, S, method="cholesky")
+
+
+WEDGE = r"""
+import jax, jax.numpy as jnp, numpy as np
+jax.config.update("jax_enable_x64", True)
+import gaussot_jax as gj
+rng = np.random.default_rng(0)
+N, d = 10_000, 4
+X = rng.normal(size=(2, N, d, d))
+A, B = (jnp.asarray(x @ np.swapaxes(x, -1, -2) / d + 0.1 * np.eye(d)) for x in X)
+a = jnp.zeros((N, d))
+G = lambda m, S: gj.Gaussian(m, S, validate=False)
+for f in (lambda a, A, B: gj.bures_wasserstein2(G(a, A), G(a, B)),
+          lambda a, A, B: gj.sinkhorn_divergence(G(a, A), G(a, B), 1.0)):
+    out = jax.jit(jax.vmap(jax.value_and_grad(f, argnums=(1, 2))))(a, A, B)
+    jax.block_until_ready(out)
+print("ok")
+"""
+
+
+def test_no_wedge_on_large_batched_value_and_grad():
+    # Regression: concurrent batched LAPACK calls deadlocked XLA's CPU thread pool
+    # (N = 1e4, d = 4, value_and_grad) on a 2-core machine. Fails fast, never hangs.
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-c", WEDGE], cwd=root, capture_output=True,
+                       text=True, timeout=90)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]
