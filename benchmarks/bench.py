@@ -83,6 +83,23 @@ def _(d):
     return lambda a, A, b, B: gj.entropic_ot(_g(a, A), _g(b, B), 1.0).cost
 
 
+def _entropic_all_fields(a, A, b, B):
+    # Every field of the result: plan (both core solves), potentials, map, cost.
+    out = gj.entropic_ot(_g(a, A), _g(b, B), 1.0)
+    f, g = out.potentials
+    return (
+        out.cost
+        + jnp.sum(out.plan.cov)
+        + jnp.sum(f.quad) + jnp.sum(g.quad)
+        + jnp.sum(out.entropic_map.matrix)
+    )
+
+
+@register("entropic_ot (all fields)")
+def _(d):
+    return _entropic_all_fields
+
+
 @register("sinkhorn_divergence")
 def _(d):
     return lambda a, A, b, B: gj.sinkhorn_divergence(_g(a, A), _g(b, B), 1.0)
