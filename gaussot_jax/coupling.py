@@ -25,7 +25,6 @@ Reductions: [JMPC20] balanced ``W = (2/eps) I``; [REF25] reference with precisio
 from __future__ import annotations
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
@@ -104,18 +103,3 @@ def isotropic_terms(lam: Array, w: Array) -> tuple[Array, Array]:
     s = jnp.sqrt(1.0 + 4.0 * w**2 * lam)
     s_minus_1 = 4.0 * w**2 * lam / (1.0 + s)
     return 2.0 * w * lam / (1.0 + s), 0.5 * jnp.log1p(0.5 * s_minus_1)
-
-
-def solve_both_directions(
-    A: Float[Array, "d d"], B: Float[Array, "d d"], W: Float[Array, "d d"]
-) -> tuple[Coupling, Coupling]:
-    """``(solve_coupling(A, B, W), solve_coupling(B, A, W^T))`` as one batched call.
-
-    The second gives ``Cov(x | y)`` (the problem with the roles of x and y swapped, same
-    cross-covariance transposed). Stacking the two makes every eigendecomposition one
-    batched LAPACK call instead of two independent ones: on a small CPU, XLA can run
-    independent batched LAPACK calls side by side, and jaxlib's kernels then wait on each
-    other's thread-pool work and deadlock (benchmarks/stall.py). Needs ``d1 = d2``.
-    """
-    both = jax.vmap(solve_coupling)(jnp.stack([A, B]), jnp.stack([B, A]), jnp.stack([W, W.T]))
-    return jax.tree.map(lambda x: x[0], both), jax.tree.map(lambda x: x[1], both)

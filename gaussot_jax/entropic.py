@@ -25,7 +25,7 @@ from jaxtyping import Array, Float
 
 from . import _checks
 from .bures import check_pair
-from .coupling import isotropic_terms, solve_both_directions
+from .coupling import isotropic_terms, solve_coupling
 from .gaussians import AffineMap, Gaussian, QuadraticPotential
 from .linalg import sqrtm, sym, trace_fn
 
@@ -163,7 +163,8 @@ def _reference_ot(mu: Gaussian, nu: Gaussian, eps: Array, ref: Gaussian) -> Entr
     Lam = sym(cho((L_R, True), jnp.eye(2 * d, dtype=a.dtype)))
     Lam11, Lam12, Lam22 = Lam[:d, :d], Lam[:d, d:], Lam[d:, d:]
     W = (2.0 / eps) * eye - Lam12
-    fwd, bwd = solve_both_directions(A, B, W)
+    fwd = solve_coupling(A, B, W)
+    bwd = solve_coupling(B, A, W.T)
     C = fwd.cross_cov
     plan = Gaussian(
         jnp.concatenate([a, b]), sym(jnp.block([[A, C], [C.T, B]])), validate=False
@@ -280,7 +281,8 @@ def entropic_ot(
         return _reference_ot(mu, nu, eps, _check_reference(reference, mu, nu))
     a, b, A, B = mu.mean, nu.mean, mu.cov, nu.cov
     W = (2.0 / eps) * jnp.eye(mu.dim, dtype=a.dtype)
-    fwd, bwd = solve_both_directions(A, B, W)
+    fwd = solve_coupling(A, B, W)
+    bwd = solve_coupling(B, A, W.T)
     C = fwd.cross_cov
     plan = Gaussian(
         jnp.concatenate([a, b]), sym(jnp.block([[A, C], [C.T, B]])), validate=False
