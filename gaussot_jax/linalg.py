@@ -94,7 +94,7 @@ def _jacobi_rotate(a: list, V: list, p: int, q: int) -> None:
         vkp, vkq = V[k][p], V[k][q]
         V[k][p], V[k][q] = c * vkp - s * vkq, s * vkp + c * vkq
     a[p][p], a[q][q] = app, aqq
-    a[p][q] = a[q][p] = jnp.zeros_like(b)
+    a[p][q] = a[q][p] = 0.0 * b  # not zeros_like: keeps b's batching and sharding
 
 
 def _jacobi_eigh(S: Matrix) -> tuple[Float[Array, " d"], Matrix]:
@@ -108,7 +108,10 @@ def _jacobi_eigh(S: Matrix) -> tuple[Float[Array, " d"], Matrix]:
                 _jacobi_rotate(a, V, p, q)
         return a, V
 
-    one, zero = jnp.ones_like(S[0, 0]), jnp.zeros_like(S[0, 0])
+    # Derived from S, not zeros_like/ones_like: under vmap those are unbatched constants,
+    # and stacking them with sharded entries fails under explicit sharding.
+    zero = 0.0 * S[0, 0]
+    one = zero + 1.0
     a = [[S[i, j] for j in range(d)] for i in range(d)]
     V = [[one if i == j else zero for j in range(d)] for i in range(d)]
     if d <= 2:  # one rotation is exact
@@ -428,7 +431,7 @@ def _small_cholesky(A: Matrix) -> Matrix:
     """
     d = A.shape[-1]
     s = [[A[i, j] for j in range(d)] for i in range(d)]
-    zero = jnp.zeros_like(A[0, 0])
+    zero = 0.0 * A[0, 0]  # batched and sharded like A (see _jacobi_eigh)
     L = [[zero] * d for _ in range(d)]
     for k in range(d):
         p = jnp.maximum(s[k][k], 0.0)
@@ -483,6 +486,7 @@ def _trace_fn_jvp(g, method, primals, tangents):
     # LAPACK call at a time. Independent batched LAPACK calls that XLA runs concurrently
     # can deadlock its CPU thread pool (jaxlib's kernels split the batch over the same
     # pool and block on it; with as many such calls as cores every worker waits).
+    A, B = A + 0.0 * B, B + 0.0 * A  # one batching and sharding for both, so they stack
     F, M = jax.vmap(lambda X, Y: _similar(X, Y, method))(jnp.stack([A, B]), jnp.stack([B, A]))
     w = jax.vmap(lambda S: _eigh_psd(S, em)[0])(M)
     G = jax.vmap(lambda S: _psd_fn(dg, em, S, *args))(M)

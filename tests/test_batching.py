@@ -142,6 +142,12 @@ _SHARDED = textwrap.dedent(
         shards = o.addressable_shards
         assert {s.device for s in shards} == set(jax.devices()), shards
         assert all(s.data.shape == (3, 5) for s in shards), [s.data.shape for s in shards]
+    # 3. Gradients through a sharded matrix of Sinkhorn divergences (trace_fn's rule and
+    # the d <= 3 scalar kernels must keep the operands' shardings).
+    loss = lambda a, b: jnp.sum(gj.pairwise(gj.sinkhorn_divergence, a, b, epsilon=0.5))
+    g_sharded = jax.jit(jax.grad(loss))(mus_s, nus_s)
+    g_single = jax.grad(loss)(mus, nus)
+    np.testing.assert_allclose(np.asarray(g_sharded.cov), np.asarray(g_single.cov), rtol=1e-11)
     print("SHARDED_OK")
     """
 )
