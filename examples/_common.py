@@ -24,3 +24,23 @@ def ellipse(mean, cov, k=2.0, num=100):
     w, V = np.linalg.eigh(np.asarray(cov))
     circle = np.stack([np.cos(t), np.sin(t)])
     return (np.asarray(mean)[:, None] + k * (V * np.sqrt(np.maximum(w, 0))) @ circle).T
+
+
+def fit(loss, params, optimizer, steps):
+    """Minimise ``loss(params)`` with an optax optimizer; returns (params, loss history)."""
+    import jax
+    import optax
+
+    state = optimizer.init(params)
+
+    @jax.jit
+    def step(params, state):
+        value, grad = jax.value_and_grad(loss)(params)
+        updates, state = optimizer.update(grad, state)
+        return optax.apply_updates(params, updates), state, value
+
+    history = []
+    for _ in range(steps):
+        params, state, value = step(params, state)
+        history.append(float(value))
+    return params, history

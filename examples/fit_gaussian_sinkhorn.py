@@ -7,7 +7,7 @@ the top principal axis; the printed numbers compare.
 """
 
 import jax
-from _common import ellipse, parse
+from _common import ellipse, fit, parse
 
 jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
@@ -37,20 +37,7 @@ def main():
         return gj.sinkhorn_divergence(model(p), target, eps)
 
     params = {"b": jnp.zeros(2), "w": jnp.array([0.5, 0.5]), "log_s": jnp.array(0.0)}
-    opt = optax.adam(0.05)
-    state = opt.init(params)
-
-    @jax.jit
-    def step(params, state):
-        value, grad = jax.value_and_grad(loss)(params)
-        updates, state = opt.update(grad, state)
-        return optax.apply_updates(params, updates), state, value
-
-    steps = 30 if args.quick else 600
-    history = []
-    for _ in range(steps):
-        params, state, value = step(params, state)
-        history.append(float(value))
+    params, history = fit(loss, params, optax.adam(0.05), 30 if args.quick else 600)
     final = float(loss(params))
 
     evals, evecs = np.linalg.eigh(np.asarray(target.cov))

@@ -8,7 +8,7 @@ Cholesky factors.
 """
 
 import jax
-from _common import ellipse, parse
+from _common import ellipse, fit, parse
 
 jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
@@ -62,20 +62,7 @@ def main():
 
     params = {"means": jnp.asarray(rng.normal(size=(k, 2))),
               "L": jnp.broadcast_to(0.5 * jnp.eye(2), (k, 2, 2))}
-    opt = optax.adam(0.05)
-    state = opt.init(params)
-
-    @jax.jit
-    def step(params, state):
-        value, grad = jax.value_and_grad(loss)(params)
-        updates, state = opt.update(grad, state)
-        return optax.apply_updates(params, updates), state, value
-
-    steps = 20 if args.quick else 800
-    history = []
-    for _ in range(steps):
-        params, state, value = step(params, state)
-        history.append(float(value))
+    params, history = fit(loss, params, optax.adam(0.05), 20 if args.quick else 800)
     final = float(loss(params))
     print(f"final loss: {final:.6e}")
 

@@ -6,7 +6,7 @@ map of gj.monge_map, against which the result is printed.
 """
 
 import jax
-from _common import ellipse, parse
+from _common import ellipse, fit, parse
 
 jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
@@ -36,20 +36,8 @@ def main():
         return gj.sinkhorn_divergence(push(p), nu, eps)
 
     params = {"L": jnp.eye(2), "c": jnp.zeros(2)}
-    opt = optax.adam(optax.exponential_decay(0.05, 1000, 0.5))
-    state = opt.init(params)
-
-    @jax.jit
-    def step(params, state):
-        value, grad = jax.value_and_grad(loss)(params)
-        updates, state = opt.update(grad, state)
-        return optax.apply_updates(params, updates), state, value
-
-    steps = 30 if args.quick else 3000
-    history = []
-    for _ in range(steps):
-        params, state, value = step(params, state)
-        history.append(float(value))
+    schedule = optax.exponential_decay(0.05, 1000, 0.5)
+    params, history = fit(loss, params, optax.adam(schedule), 30 if args.quick else 3000)
     final = float(loss(params))
     T = gj.monge_map(mu, nu)
     print(f"S_eps(T#mu, nu) = {float(gj.sinkhorn_divergence(push(params), nu, eps)):.3e}, "
