@@ -102,7 +102,7 @@ def _check_max_iter(max_iter) -> int:
 # solved by conjugate gradients inside lax.custom_linear_solve(symmetric=True): linear
 # in the right-hand side, so JAX transposes it for reverse mode (the cotangent solve is
 # the same CG). (lax.custom_root with a CG tangent_solve cannot be transposed in
-# jax 0.10: "open an issue" NotImplementedError.)
+# jax 0.10: its reverse mode raises an "open an issue" error.)
 # --------------------------------------------------------------------------------------
 def _cg(matvec: Callable, b: Matrix) -> Matrix:
     """Conjugate gradients for a symmetric positive-definite operator on matrices."""
