@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from . import _checks
-from .linalg import sym
+from .linalg import sqrtm, sym
 
 __all__ = [
     "AffineMap",
@@ -31,12 +31,6 @@ __all__ = [
 ]
 
 _LOG_2PI = 1.8378770664093453
-
-
-def _psd_factor(S: Float[Array, "d d"]) -> Float[Array, "d d"]:
-    """A factor L with L L^T = S for PSD S (eigh-based: works at singular S)."""
-    w, V = jnp.linalg.eigh(sym(S))
-    return V * jnp.sqrt(jnp.maximum(w, 0.0))
 
 
 def _check_mean_cov(mean, cov, mean_name: str, cov_name: str) -> None:
@@ -105,9 +99,11 @@ class Gaussian(eqx.Module):
         return cls(m, sym(xc.T @ xc) / (n - ddof), validate=False)
 
     def sample(self, key: PRNGKeyArray, shape: tuple[int, ...] = ()) -> Array:
-        """Samples of shape ``(*shape, d)`` (works for singular covariances)."""
+        """Samples of shape ``(*shape, d)`` (works for singular covariances; differentiable)."""
         z = jax.random.normal(key, (*shape, self.dim), dtype=self.mean.dtype)
-        return self.mean + z @ _psd_factor(self.cov).T
+        # The symmetric root is a factor (S^{1/2} S^{1/2} = S, also at singular S), and its
+        # derivative rule keeps reparametrised samples differentiable at repeated eigenvalues.
+        return self.mean + z @ sqrtm(self.cov)
 
     def log_prob(self, x: Float[Array, " d"]) -> Array:
         """Log-density at ``x`` (requires a positive-definite covariance)."""
