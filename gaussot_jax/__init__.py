@@ -6,7 +6,7 @@ Gaussian Sinkhorn algorithm [ADM25], all built on one core solver (MATH.md §2),
 exact derivative rules for the matrix functions they use. Layers, bottom up: linalg and
 gaussians; coupling; one module per paper; batching and barycenters on top.
 """
-
+from ._compat import warn_if_deadlocking_jaxlib as _warn_if_deadlocking_jaxlib
 from .barycenter import (
     bures_barycenter,
     bures_barycenter_residual,
@@ -118,3 +118,5 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+_warn_if_deadlocking_jaxlib()
