@@ -6,9 +6,10 @@ second and declares a stall when the CPU time has not advanced for ``--stall`` s
 
     python benchmarks/stall.py                       # library, the three sizes, 3 tries
     python benchmarks/stall.py --impl ott --tries 1  # OTT-JAX costs.Bures
-    XLA_FLAGS=--xla_cpu_multi_thread_eigen=false python benchmarks/stall.py
+    python benchmarks/stall.py --cases --tries 5     # every case of tests/hang_cases.py
 
-Results are appended to ``benchmarks/results/stall.json``.
+Results are appended to ``benchmarks/results/stall.json`` (``--cases``:
+``benchmarks/results/no_hang.json``), with the jax version.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+from hang_cases import CASES, run_case, run_watched  # noqa: E402
+
 SIZES = [(100_000, 2), (10_000, 4), (1000, 32)]
 
 CHILD = r"""
@@ -41,40 +44,32 @@ print(f"first={{ts[0]:.3f}} median={{sorted(ts)[len(ts) // 2]:.3f}} reps={{reps}
 """
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def run_one(N, d, impl, stall, limit, case="bures_wasserstein2", grad=True, reps=3):
     code = CHILD.format(root=str(HERE.parent), bench=str(HERE), N=N, d=d, impl=impl,
                         case=case, grad=grad, reps=reps)
-    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True)
-    t0, last_cpu, last_change = time.time(), 0.0, time.time()
-    status = "finished"
-    while p.poll() is None:
-        time.sleep(1.0)
-        try:
-            cpu = cpu_seconds(p.pid)
-        except FileNotFoundError:
-            break
-        if cpu > last_cpu + 0.05:
-            last_cpu, last_change = cpu, time.time()
-        if time.time() - last_change > stall:
-            status = f"STALL (no CPU progress for {stall} s)"
-        elif time.time() - t0 > limit:
-            status = f"TIMEOUT ({limit} s)"
-        else:
-            continue
-        p.kill()
-        break
-    out = p.communicate()[0].strip().splitlines()
-    if status == "finished" and p.returncode != 0:
-        status = f"error rc={p.returncode}"
-    return dict(N=N, d=d, impl=impl, case=case, grad=grad, reps=reps, status=status,
-                wall_s=round(time.time() - t0, 2), cpu_s=round(last_cpu, 2),
+    r = run_watched([sys.executable, "-c", code], "first=", stall_s=stall, limit_s=limit)
+    out = r.pop("output").strip().splitlines()
+    return dict(N=N, d=d, impl=impl, case=case, grad=grad, reps=reps, **r,
                 output=out[-1] if out else "")
+
+
+def run_cases(tries: int, stall: float, limit: float) -> None:
+    import jax
+
+    results = []
+    for name in CASES:
+        for k in range(tries):
+            r = run_case(name, stall_s=stall, limit_s=limit)
+            r.pop("output")
+            r.update(try_=k, jax=jax.__version__, load=os.getloadavg())
+            print(json.dumps(r), flush=True)
+            results.append(r)
+    ok = {n: sum(r["status"] == "finished" for r in results if r["case"] == n) for n in CASES}
+    for n, c in ok.items():
+        print(f"{n}: {c} of {tries} finished")
+    path = HERE / "results" / "no_hang.json"
+    old = json.loads(path.read_text()) if path.exists() else []
+    path.write_text(json.dumps(old + results, indent=1))
 
 
 def main():
@@ -87,7 +82,10 @@ def main():
     ap.add_argument("--case", default="bures_wasserstein2", help="a bench.py registry name")
     ap.add_argument("--forward", action="store_true", help="time the forward, not v&g")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--cases", action="store_true", help="run tests/hang_cases.py's cases")
     a = ap.parse_args()
+    if a.cases:
+        return run_cases(a.tries, a.stall, a.limit)
     sizes = SIZES
     if a.sizes is not None:
         sizes = [tuple(map(int, s.split("x"))) for s in a.sizes.split(",")]

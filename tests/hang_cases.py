@@ -17,9 +17,11 @@ CPU time stops advancing (a wedge) or it runs past its limit; ``benchmarks/stall
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -193,6 +195,57 @@ def _():
         return cost(x, y)
 
     return _run(_vmapped(f), mus, nus)
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_watched(argv: list[str], ok: str, *, stall_s: float = 45.0,
+                limit_s: float = 280.0) -> dict:
+    """Run ``argv`` in a child process under a stall detector (Linux: reads /proc).
+
+    The child's CPU time is sampled once a second; a child that is alive but has not
+    advanced it for ``stall_s`` seconds is wedged and is killed. A slow or loaded machine
+    slows the child but does not stop its CPU clock, so only a wedge trips the detector;
+    ``limit_s`` is a wall-clock backstop. ``status`` is ``"finished"`` when the child
+    exited 0 and printed ``ok``.
+    """
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True)
+    t0 = last_change = time.monotonic()
+    cpu = last_cpu = 0.0
+    status = "finished"
+    while p.poll() is None:
+        time.sleep(1.0)
+        try:
+            cpu = _cpu_seconds(p.pid)
+        except (FileNotFoundError, ProcessLookupError):
+            break
+        now = time.monotonic()
+        if cpu > last_cpu + 0.05:
+            last_cpu, last_change = cpu, now
+        if now - last_change > stall_s:
+            status = f"STALL: no CPU progress for {stall_s:.0f} s (a wedge inside XLA)"
+        elif now - t0 > limit_s:
+            status = f"TIMEOUT after {limit_s:.0f} s"
+        else:
+            continue
+        p.kill()
+        break
+    out = p.communicate()[0]
+    if status == "finished" and (p.returncode != 0 or ok not in out):
+        status = f"error rc={p.returncode}"
+    return dict(status=status, wall_s=round(time.monotonic() - t0, 2),
+                cpu_s=round(last_cpu, 2), output=out[-2000:])
+
+
+def run_case(name: str, **kw) -> dict:
+    """Run one case of :data:`CASES` in its own process under :func:`run_watched`."""
+    r = run_watched([sys.executable, os.path.abspath(__file__), name], f"CASE_OK {name}", **kw)
+    return dict(case=name, **r)
 
 
 def main(argv):
