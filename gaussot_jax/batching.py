@@ -27,24 +27,26 @@ def _leading_size(name: str, tree) -> int:
     leaves = [x for x in jax.tree_util.tree_leaves(tree) if eqx.is_array(x)]
     if not leaves:
         raise ValueError(f"{name} must be a batch of measures (e.g. a gj.Gaussian), got {tree!r}")
-    if isinstance(tree, eqx.Module) and eqx.is_array(getattr(tree, "mean", None)) and (
-        tree.mean.ndim != 2
-    ):
+    mean: Any = getattr(tree, "mean", None)
+    if isinstance(tree, eqx.Module) and eqx.is_array(mean) and mean.ndim != 2:
         raise ValueError(
             f"{name} must carry exactly one leading batch axis (mean (n, d)), "
-            f"got mean {tree.mean.shape}"
+            f"got mean {mean.shape}"
         )
-    sizes = {x.shape[0] if x.ndim else None for x in leaves}
+    sizes: set[int | None] = {x.shape[0] if x.ndim else None for x in leaves}
     if len(sizes) != 1 or None in sizes:
         shapes = [x.shape for x in leaves]
         raise ValueError(f"{name}: every field needs the same leading batch axis, got {shapes}")
-    return sizes.pop()
+    size = sizes.pop()
+    assert size is not None  # excluded above; narrows the type
+    return size
 
 
-def _reduce(out) -> Array:
+def _reduce(result: Any) -> Array:
     """A scalar per pair: result objects with a ``cost`` field are reduced to it."""
-    if isinstance(out, eqx.Module) and hasattr(out, "cost"):
-        out = out.cost
+    out = result
+    if isinstance(result, eqx.Module) and hasattr(result, "cost"):
+        out = getattr(result, "cost")
     if not eqx.is_array_like(out) or jnp.shape(out) != ():
         got = jnp.shape(out) if eqx.is_array_like(out) else type(out).__name__
         raise ValueError(

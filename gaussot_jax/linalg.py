@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import cast
 
 import jax
 import jax.numpy as jnp
@@ -79,10 +80,10 @@ def _jacobi_rotate(a: list, V: list, p: int, q: int) -> None:
     d = len(a)
     b, delta = a[p][q], a[q][q] - a[p][p]
     r2 = delta**2 + 4.0 * b**2
-    r = jnp.where(r2 > 0, jnp.sqrt(jnp.where(r2 > 0, r2, 1.0)), 0.0)
+    r = jnp.where(r2 > 0, jnp.sqrt(cast(Array, jnp.where(r2 > 0, r2, 1.0))), 0.0)
     den = jnp.abs(delta) + r
     sgn = jnp.where(delta >= 0, 1.0, -1.0)
-    t = jnp.where(den > 0, 2.0 * b * sgn / jnp.where(den > 0, den, 1.0), 0.0)
+    t = cast(Array, jnp.where(den > 0, 2.0 * b * sgn / jnp.where(den > 0, den, 1.0), 0.0))
     c = jax.lax.rsqrt(1.0 + t**2)
     s = t * c
     app, aqq = a[p][p] - t * b, a[q][q] + t * b
@@ -222,7 +223,7 @@ _NS_ITERS = 30
 
 def _ns_scale(S: Matrix) -> Array:
     c = jnp.linalg.norm(S)
-    return jnp.where(c > 0, c, jnp.ones_like(c))
+    return cast(Array, jnp.where(c > 0, c, jnp.ones_like(c)))
 
 
 def _ns_pair(S: Matrix, E: Matrix, num_iters: int, precision) -> tuple[Matrix, Matrix]:

@@ -40,6 +40,7 @@ and its time-``t`` marginal is this kernel pushed forward through the plan.
 from __future__ import annotations
 
 import functools
+from typing import cast
 
 import equinox as eqx
 import jax
@@ -162,7 +163,7 @@ def _sample_paths(key, M, c, Q, mean, cov, T, times, n):
         # At t = s or t = T the pinned law is a point mass (Sigma = 0); sqrtm's derivative
         # is 0/0 there, so factor a placeholder and drop the noise (double-where).
         point = (t <= s) | (t >= T)
-        root = sqrtm(jnp.where(point, eye, Sigma))
+        root = sqrtm(cast(Array, jnp.where(point, eye, Sigma)))
         noise = jnp.where(point, 0.0, jax.random.normal(k, (n, d), dtype) @ root)
         x_new = u + x @ B[:, :d].T + xT @ B[:, d:].T + noise
         return (t, x_new), x_new
@@ -175,7 +176,7 @@ def _sample_paths(key, M, c, Q, mean, cov, T, times, n):
 def _phi(x):
     """``(1 - e^{-x}) / x``, smooth through ``x = 0`` (value and derivatives)."""
     small = jnp.abs(x) < 1e-4
-    xs = jnp.where(small, 1.0, x)
+    xs = cast(Array, jnp.where(small, 1.0, x))
     series = 1.0 - x / 2.0 + x**2 / 6.0 - x**3 / 24.0
     return jnp.where(small, series, -jnp.expm1(-xs) / xs)
 
