@@ -7,6 +7,7 @@ exact derivative rules for the matrix functions they use. Layers, bottom up: lin
 gaussians; coupling; one module per paper; batching and barycenters on top.
 """
 
+from ._version import __version__ as __version__
 from .barycenter import (
     bures_barycenter,
     bures_barycenter_residual,
@@ -117,4 +118,3 @@ __all__ = [
     "UnbalancedEntropicOT",
 ]
 
-__version__ = "0.1.0"
