@@ -300,6 +300,8 @@ def bures_barycenter(
         >>> covs = jnp.stack([jnp.diag(jnp.array([1.0, 4.0])), jnp.diag(jnp.array([9.0, 1.0]))])
         >>> bary = gj.bures_barycenter(gj.Gaussian(jnp.zeros((2, 2)), covs))
         >>> # commuting covariances: ((A_1^{1/2} + A_2^{1/2}) / 2)^2 = diag(4, 2.25)
+        >>> [round(v, 4) for v in jnp.diag(bary.cov).tolist()]
+        [4.0, 2.25]
     """
     return _barycenter(gaussians, weights, None, debiased=False, tol=tol, max_iter=max_iter)
 
@@ -373,6 +375,8 @@ def entropic_barycenter(
         >>> import jax.numpy as jnp, gaussot_jax as gj
         >>> mus = gj.Gaussian(jnp.zeros((2, 2)), jnp.stack([jnp.eye(2), 4 * jnp.eye(2)]))
         >>> bary = gj.entropic_barycenter(mus, None, 0.1, debiased=True)
+        >>> [round(v, 3) for v in jnp.diag(bary.cov).tolist()]  # near Bures' ((1 + 2) / 2)^2
+        [2.25, 2.25]
     """
     eps = _check_epsilon(epsilon, gaussians.mean.dtype)
     return _barycenter(

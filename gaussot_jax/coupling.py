@@ -70,6 +70,8 @@ def solve_coupling(
         >>> import jax.numpy as jnp, gaussot_jax as gj
         >>> eps = 1.0
         >>> sol = gj.solve_coupling(jnp.eye(2), jnp.eye(2), (2 / eps) * jnp.eye(2))
+        >>> round(float(sol.cross_cov[0, 0]), 4)  # [JMPC20]: sqrt(4 + 1/4) / 2 - 1/4
+        0.7808
     """
     XB = sqrtm(B)
     H = sym(XB @ W.T @ A @ W @ XB)

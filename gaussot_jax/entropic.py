@@ -274,6 +274,10 @@ def entropic_ot(
         >>> f, g = out.potentials
         >>> ref = gj.correlation_reference(mu, nu, 0.9 * jnp.eye(2))
         >>> biased_less = gj.entropic_ot(mu, nu, 0.1, reference=ref).cost
+        >>> round(float(gj.bures_wasserstein2(mu, nu)), 3), round(float(out.cost), 3)
+        (2.257, 2.658)
+        >>> round(float(biased_less), 3)  # closer to W2^2 than the product reference's
+        2.419
     """
     check_pair(mu, nu)
     eps = _check_epsilon(epsilon, mu.mean.dtype)

@@ -291,7 +291,9 @@ def sqrtm(
 
     Example:
         >>> import jax.numpy as jnp, gaussot_jax as gj
-        >>> X = gj.sqrtm(jnp.array([[4.0, 0.0], [0.0, 9.0]]))  # diag(2, 3)
+        >>> X = gj.sqrtm(jnp.array([[4.0, 0.0], [0.0, 9.0]]))
+        >>> jnp.round(X, 5).tolist()
+        [[2.0, 0.0], [0.0, 3.0]]
     """
     if method == "newton_schulz":
         return _sqrtm_ns(S, num_iters, precision)

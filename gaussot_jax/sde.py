@@ -270,6 +270,8 @@ def ou_kernel(d: int, T, theta, sigma, *, mean=0.0) -> LinearGaussianKernel:
     Example:
         >>> import gaussot_jax as gj
         >>> K = gj.ou_kernel(2, 1.0, theta=0.5, sigma=1.0)
+        >>> round(float(K.beta[0, 0]), 5), round(float(K.tau[0, 0]), 5)  # e^{-1/2}, 1 - e^{-1}
+        (0.60653, 0.63212)
     """
     d = _check_dim(d)
     T, theta, sigma, mean = _checks.common_float(T, theta, sigma, mean)
@@ -346,6 +348,8 @@ class LinearSDE(eqx.Module):
         >>> import gaussot_jax as gj
         >>> sde = gj.LinearSDE.ornstein_uhlenbeck(2, theta=1.0, sigma=0.5)
         >>> K = sde.kernel(1.0)
+        >>> round(float(K.beta[0, 0]), 5), round(float(K.tau[0, 0]), 5)  # e^{-1}, (1 - e^{-2})/8
+        (0.36788, 0.10808)
     """
 
     M: Float[Array, "d d"]

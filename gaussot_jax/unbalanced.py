@@ -266,6 +266,10 @@ def unbalanced_entropic_ot(
         >>> out = gj.unbalanced_entropic_ot(a, b, 1.0, 2.0)
         >>> m_pi = out.plan.mass          # transported mass
         >>> pi_1, pi_2 = out.marginals
+        >>> round(float(out.cost), 4), round(float(m_pi), 4)
+        (3.4607, 0.9079)
+        >>> round(float(pi_1.mass), 4), round(float(pi_2.mass), 4)  # both marginals carry m_pi
+        (0.9079, 0.9079)
     """
     _check_measures(a, b)
     dtype = jnp.result_type(a.mean, b.mean)
