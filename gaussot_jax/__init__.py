@@ -2,7 +2,7 @@
 
 Closed forms of entropic OT between Gaussians (balanced and unbalanced [JMPC20], with
 non-product Gaussian references [REF25]) and Gaussian Schrödinger bridges with the
-Gaussian Sinkhorn algorithm [ADM25], all built on one core solver (MATH.md §2), with
+Gaussian Sinkhorn algorithm [ADM25], all built on one core solver (docs/core.md), with
 exact derivative rules for the matrix functions they use. Layers, bottom up: linalg and
 gaussians; coupling; one module per paper; batching and barycenters on top.
 """

@@ -1,4 +1,4 @@
-"""Input validation in two tiers (DESIGN.md item 8).
+"""Input validation in two tiers (docs/conventions.md).
 
 Tier 1, always: shapes and dtypes, which are static, raise ``ValueError`` naming the
 argument. Tier 2, values (finite, symmetric, PSD/PD, positive): checked with NumPy

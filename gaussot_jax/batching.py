@@ -2,7 +2,7 @@ r"""Pairwise costs between two batches of measures, with bounded memory.
 
 ``pairwise(fn, mus, nus)[i, j] = fn(mu_i, nu_j)`` for every pair: the cost matrix of a
 discrete OT problem between mixtures, a kernel matrix, a nearest-neighbour search. The
-library's functions are unbatched (DESIGN.md item 3); this is the one place that maps
+library's functions are unbatched (docs/conventions.md); this is the one place that maps
 them over a grid of pairs, either as one double ``jax.vmap`` or in blocks of
 ``batch_size`` pairs under ``lax.scan`` so that peak memory does not grow with
 ``n * m``.

@@ -1,4 +1,4 @@
-r"""The one core problem behind every closed form (MATH.md §2).
+r"""The one core problem behind every closed form (docs/core.md).
 
 For covariances ``A`` (of x), ``B`` (of y), PSD, and any square weight ``W``::
 
@@ -34,7 +34,7 @@ __all__ = ["Coupling", "isotropic_terms", "solve_coupling"]
 
 
 class Coupling(eqx.Module):
-    """Solution of the core problem (MATH.md §2)."""
+    """Solution of the core problem (docs/core.md)."""
 
     cross_cov: Float[Array, "d d"]
     """``C = Cov(x, y)`` of the optimal Gaussian coupling."""
@@ -54,7 +54,7 @@ def solve_coupling(
 ) -> Coupling:
     r"""Solve ``max_C Tr(W C^T) - KL(N(0, [[A, C], [C^T, B]]) || N(0, A) ⊗ N(0, B))``.
 
-    MATH.md §2: ``S = B^{1/2} 2 (I + (I + 4H)^{1/2})^{-1} B^{1/2}`` with
+    docs/core.md: ``S = B^{1/2} 2 (I + (I + 4H)^{1/2})^{-1} B^{1/2}`` with
     ``H = B^{1/2} W^T A W B^{1/2}``, and ``C = A W S``. Two symmetric
     eigendecompositions (``B`` and ``H``), no inverse of ``A``, ``B`` or ``W``.
 

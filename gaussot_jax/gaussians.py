@@ -5,7 +5,7 @@ All fields are arrays, so every type is a pytree that ``jax.vmap``, ``jax.jit`` 
 carry a leading axis ``n`` (``mean (n, d)``, ``cov (n, d, d)``). Methods act on a single
 object; ``jax.vmap`` them for batches.
 
-Validation (DESIGN.md item 8): shapes are checked at construction; values (finite,
+Validation (docs/conventions.md): shapes are checked at construction; values (finite,
 symmetric, PSD, mass > 0) are checked when the inputs are concrete, and skipped for
 tracers. Inside ``jit``, call ``.checked()``: it returns the same object with its leaves
 wrapped in ``eqx.error_if``, which raises at run time.

@@ -1,7 +1,7 @@
 """Functions of symmetric PSD matrices with exact, inverse-free derivative rules.
 
 Everything in the library that needs a square root, a spectral function or a trace
-``Tr g(AB)`` comes through this module (MATH.md §7). Three mechanisms:
+``Tr g(AB)`` comes through this module (docs/core.md). Three mechanisms:
 
 * :func:`sqrtm` / :func:`inv_sqrtm`: eigendecomposition forward; the derivative solves
   the Sylvester equation ``X dX + dX X = dS`` in the eigenbasis. The solve is itself a
@@ -264,7 +264,7 @@ def sqrtm(
     r"""Symmetric PSD square root ``S^{1/2}`` with an exact derivative rule.
 
     ``S = V diag(w) V^T  ->  S^{1/2} = V diag(sqrt w) V^T``; the derivative solves the
-    Sylvester equation ``X dX + dX X = dS`` (MATH.md §7), which is finite and exact at
+    Sylvester equation ``X dX + dX X = dS`` (docs/core.md), which is finite and exact at
     repeated eigenvalues. Forward mode, reverse mode and ``jax.hessian`` all work. At a
     singular ``S`` the derivative is unbounded in directions that leave its range (as for
     ``sqrt`` at 0): it is then ``inf``, never a silent wrong number.
@@ -504,7 +504,7 @@ def _trace_fn_jvp(g, method, primals, tangents):
 def trace_fn(g: Callable, A: Matrix, B: Matrix, *args, method: str = "auto") -> Array:
     r"""``Tr g(AB) = sum_i g(lambda_i)`` over the eigenvalues of ``A^{1/2} B A^{1/2}``.
 
-    Gradients (MATH.md §7): ``grad_A = B^{1/2} g'(B^{1/2} A B^{1/2}) B^{1/2}`` and
+    Gradients (docs/core.md): ``grad_A = B^{1/2} g'(B^{1/2} A B^{1/2}) B^{1/2}`` and
     ``grad_B = A^{1/2} g'(A^{1/2} B A^{1/2}) A^{1/2}``: no inverse and no derivative of a
     square root, hence finite at singular ``A`` or ``B`` wherever ``g'(0)`` is finite
     (the entropic costs), and exact at repeated eigenvalues. Second derivatives use the

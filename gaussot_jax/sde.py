@@ -1,4 +1,4 @@
-r"""Linear SDE references and the dynamic Schrödinger bridge (MATH.md §6) [ADM25].
+r"""Linear SDE references and the dynamic Schrödinger bridge (docs/adm25.md) [ADM25].
 
 A time-homogeneous linear SDE ``dX = (M X + c) dt + G dW`` has Gaussian transitions
 ``X_T | X_0 = x ~ N(alpha + beta x, tau)`` [ADM25, Rmk 2.3, §3.3]::
@@ -215,7 +215,7 @@ def brownian_kernel(d: int, T, *, sigma=1.0) -> LinearGaussianKernel:
     r"""Time-``T`` transition of Brownian motion ``dX = sigma dW`` on ``R^d``.
 
     ``K(x, .) = N(x, sigma^2 T I)``: ``(alpha, beta, tau) = (0, I, sigma^2 T I)``
-    (MATH.md §6, [ADM25] §3.5, where ``tau = t I`` is the heat kernel at time ``t``).
+    (docs/adm25.md, [ADM25] §3.5, where ``tau = t I`` is the heat kernel at time ``t``).
 
     Args:
         d: dimension (Python int).
@@ -246,7 +246,7 @@ def brownian_kernel(d: int, T, *, sigma=1.0) -> LinearGaussianKernel:
 def ou_kernel(d: int, T, theta, sigma, *, mean=0.0) -> LinearGaussianKernel:
     r"""Time-``T`` transition of the Ornstein–Uhlenbeck process on ``R^d``.
 
-    The SDE is ``dX = theta (mean - X) dt + sigma dW`` (MATH.md §6's ``-theta X dt + s dW``
+    The SDE is ``dX = theta (mean - X) dt + sigma dW`` (docs/adm25.md's ``-theta X dt + s dW``
     is ``mean = 0``), with transition::
 
         beta  = e^{-theta T} I,
@@ -296,7 +296,7 @@ def linear_sde_kernel(
     r"""Time-``T`` transition of the linear SDE ``dX = (M X + c) dt + G dW``.
 
     ``beta = e^{M T}``, ``alpha = ∫_0^T e^{M(T-s)} c ds``,
-    ``tau = ∫_0^T e^{M(T-s)} G G^T e^{M^T(T-s)} ds`` (MATH.md §6, [ADM25] Rmk 2.3), by
+    ``tau = ∫_0^T e^{M(T-s)} G G^T e^{M^T(T-s)} ds`` (docs/adm25.md, [ADM25] Rmk 2.3), by
     Van Loan's block exponentials on a step ``T / 2^k`` (``||M T / 2^k||_1 <= 1/2``)
     followed by ``k`` semigroup doublings; see the module docstring. No inverse of ``M``
     (which may be singular, e.g. ``M = 0`` or an integrator chain) and no ``e^{-M T}`` (so
@@ -455,7 +455,7 @@ def _check_plan(plan, d: int) -> None:
 def pinned_kernel(sde: LinearSDE, t, T) -> LinearGaussianKernel:
     r"""The law of the reference's ``X_t`` given its endpoints ``(X_0, X_T) = (x, y)``.
 
-    Conditioning the Gaussian ``(X_0, X_t, X_T)`` of the reference SDE (MATH.md §6,
+    Conditioning the Gaussian ``(X_0, X_t, X_T)`` of the reference SDE (docs/adm25.md,
     [ADM25] §3.3; a pinned linear diffusion) is a Kalman update of
     ``N(alpha_t + beta_t x, tau_t)`` by ``y = alpha_r + beta_r X_t + N(0, tau_r)``,
     ``r = T - t``::
@@ -489,7 +489,7 @@ def bridge_marginal(sde: LinearSDE, plan: Gaussian, t, T) -> Gaussian:
     r"""Time-``t`` marginal of the dynamic bridge built on a static coupling ``plan``.
 
     The dynamic bridge is ``∫ R^{x,y} plan(dx, dy)``, ``R^{x,y}`` the reference process
-    pinned at ``X_0 = x``, ``X_T = y`` [ADM25, §3.3; MATH.md §6]. With
+    pinned at ``X_0 = x``, ``X_T = y`` [ADM25, §3.3; docs/adm25.md]. With
     :func:`pinned_kernel` ``X_t = u + B_x X_0 + B_y X_T + N(0, Sigma_t)``, so its
     marginal is Gaussian::
 

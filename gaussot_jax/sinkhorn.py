@@ -1,7 +1,7 @@
 r"""Gaussian Sinkhorn (iterative proportional fitting) as one ``lax.scan`` [ADM25].
 
 From ``theta_0 = (alpha, beta, tau)``, the kernel of ``P_0 = eta(dx) K(x, dy)``, one
-round (MATH.md §6) is two Bayes maps (Kalman updates):
+round (docs/adm25.md) is two Bayes maps (Kalman updates):
 
     back_n      = Bayes(eta, theta_n)    x | y of P_{2n};   P_{2n+1} = mu(dy) back_n(y, dx)
     theta_{n+1} = Bayes(mu, back_n)      y | x of P_{2n+1}; P_{2n+2} = eta(dx) theta_{n+1}(x, dy)
