@@ -292,7 +292,7 @@ def sqrtm(
     Example:
         >>> import jax.numpy as jnp, gaussot_jax as gj
         >>> X = gj.sqrtm(jnp.array([[4.0, 0.0], [0.0, 9.0]]))
-        >>> jnp.round(X, 5).tolist()
+        >>> [[round(v, 5) for v in row] for row in X.tolist()]
         [[2.0, 0.0], [0.0, 3.0]]
     """
     if method == "newton_schulz":
