@@ -295,7 +295,7 @@ def bures_barycenter(
     Returns:
         The barycenter, a single :class:`Gaussian` (``jax.vmap`` for many problems).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, gaussot_jax as gj
         >>> covs = jnp.stack([jnp.diag(jnp.array([1.0, 4.0])), jnp.diag(jnp.array([9.0, 1.0]))])
         >>> bary = gj.bures_barycenter(gj.Gaussian(jnp.zeros((2, 2)), covs))
@@ -371,7 +371,7 @@ def entropic_barycenter(
     Returns:
         The barycenter, a single :class:`Gaussian`.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, gaussot_jax as gj
         >>> mus = gj.Gaussian(jnp.zeros((2, 2)), jnp.stack([jnp.eye(2), 4 * jnp.eye(2)]))
         >>> bary = gj.entropic_barycenter(mus, None, 0.1, debiased=True)

@@ -124,7 +124,7 @@ def pairwise(
             leading axis, ``batch_size`` is not a positive int, or ``fn`` does not
             return a scalar.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, gaussot_jax as gj
         >>> mus = gj.Gaussian(jnp.zeros((3, 2)), jnp.stack([jnp.eye(2)] * 3))
         >>> nus = gj.Gaussian(jnp.ones((4, 2)), jnp.stack([2 * jnp.eye(2)] * 4))

@@ -32,7 +32,21 @@ __all__ = ["SchrodingerBridge", "check_problem", "reference_weight", "schrodinge
 
 
 class SchrodingerBridge(eqx.Module):
-    """Result of :func:`schrodinger_bridge`: the static bridge and everything around it."""
+    """Result of :func:`schrodinger_bridge`: the static bridge and everything around it.
+
+    Attributes:
+        eta: The ``x``-marginal ``N(m1, S1)``.
+        mu: The ``y``-marginal ``N(m2, S2)``.
+        forward: ``y | x`` under the bridge: ``(alpha*, beta*, tau*)``.
+        backward: ``x | y`` under the bridge (the Bayes map of ``forward`` under ``eta``).
+        cross_cov: ``C = Cov(x, y) = S1 W tau*`` under the bridge.
+        plan: The bridge, a Gaussian on ``R^{d1 + d2}`` with covariance ``[[S1, C], [C^T, S2]]``.
+        kl: ``KL(bridge || eta ⊗ kernel)``.
+        rate: Predicted per-round contraction of Gaussian Sinkhorn's covariances, ``rho_max^4``.
+        mean_rate: Per-round contraction of Sinkhorn's mean error, ``rho_max^2 = rate^{1/2}``.
+        potentials: ``(U, V)`` with ``bridge(dx, dy) = exp(-U(x) - V(y)) eta(dx) kernel(x, dy)``.
+        transport_map: The entropic (barycentric) map ``x -> E[y | x] = alpha* + beta* x``.
+    """
 
     eta: Gaussian
     """The ``x``-marginal ``N(m1, S1)``."""
@@ -233,7 +247,7 @@ def schrodinger_bridge(
         ValueError: if the shapes disagree, or (for concrete inputs) ``kernel.tau`` or
             ``mu.cov`` is not positive definite.
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp, gaussot_jax as gj
         >>> eta = gj.Gaussian(jnp.zeros(2), jnp.eye(2))
         >>> mu = gj.Gaussian(jnp.ones(2), jnp.diag(jnp.array([2.0, 0.5])))

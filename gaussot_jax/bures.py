@@ -44,7 +44,7 @@ def bures_wasserstein2(mu: Gaussian, nu: Gaussian) -> Float[Array, ""]:
     Returns:
         The scalar ``W2^2(mu, nu)``.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, gaussot_jax as gj
         >>> mu = gj.Gaussian(jnp.zeros(2), jnp.eye(2))
         >>> nu = gj.Gaussian(jnp.ones(2), 4 * jnp.eye(2))

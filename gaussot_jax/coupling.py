@@ -34,7 +34,13 @@ __all__ = ["Coupling", "isotropic_terms", "solve_coupling"]
 
 
 class Coupling(eqx.Module):
-    """Solution of the core problem (docs/core.md)."""
+    """Solution of the core problem (docs/core.md).
+
+    Attributes:
+        cross_cov: ``C = Cov(x, y)`` of the optimal Gaussian coupling.
+        cond_cov: ``S = Cov(y | x) = B - C^T A^{-1} C`` (the Schur complement).
+        kl: ``KL(coupling || N(0, A) ⊗ N(0, B))`` at the optimum.
+    """
 
     cross_cov: Float[Array, "d d"]
     """``C = Cov(x, y)`` of the optimal Gaussian coupling."""
@@ -66,7 +72,7 @@ def solve_coupling(
     Returns:
         :class:`Coupling` with ``cross_cov`` C, ``cond_cov`` S and the optimal ``kl``.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, gaussot_jax as gj
         >>> eps = 1.0
         >>> sol = gj.solve_coupling(jnp.eye(2), jnp.eye(2), (2 / eps) * jnp.eye(2))

@@ -33,7 +33,17 @@ __all__ = ["EntropicOT", "correlation_reference", "entropic_ot", "sinkhorn_diver
 
 
 class EntropicOT(eqx.Module):
-    """Result of :func:`entropic_ot`: value, plan, dual potentials and entropic map."""
+    """Result of :func:`entropic_ot`: value, plan, dual potentials and entropic map.
+
+    Attributes:
+        cost: The optimal value ``OT_eps(mu, nu)``.
+        cross_cov: ``C = Cov(x, y)`` under the optimal plan.
+        plan: The optimal plan, a Gaussian on ``R^{2d}``.
+        potentials: ``(f, g)``: ``d plan / dR = exp((f(x) + g(y) - ||x - y||^2) / eps)``, ``R`` the
+            reference (``mu ⊗ nu`` by default), and ``E_mu f + E_nu g = cost``.
+        entropic_map: The barycentric projection ``x -> E_plan[y | x] = b + S W^T (x - a)``.
+        epsilon: The regularisation strength.
+    """
 
     cost: Float[Array, ""]
     """The optimal value ``OT_eps(mu, nu)``."""
@@ -266,7 +276,7 @@ def entropic_ot(
             ``mu.cov`` / ``nu.cov`` singular (value checks on concrete inputs; under
             ``jit`` use ``reference.checked(definite=True)``).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, gaussot_jax as gj
         >>> mu = gj.Gaussian(jnp.zeros(2), jnp.eye(2))
         >>> nu = gj.Gaussian(jnp.ones(2), jnp.diag(jnp.array([2.0, 0.5])))
@@ -330,7 +340,7 @@ def correlation_reference(
     Raises:
         ValueError: ``corr`` not ``(d, d)``, not finite, or ``||corr||_op >= 1``.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, gaussot_jax as gj
         >>> mu = nu = gj.Gaussian(jnp.zeros(1), jnp.eye(1))
         >>> R = gj.correlation_reference(mu, nu, jnp.array([[0.5]]))

@@ -289,7 +289,7 @@ def sqrtm(
     Returns:
         ``S^{1/2}``, symmetric PSD.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, gaussot_jax as gj
         >>> X = gj.sqrtm(jnp.array([[4.0, 0.0], [0.0, 9.0]]))
         >>> [[round(v, 5) for v in row] for row in X.tolist()]

@@ -225,7 +225,7 @@ def brownian_kernel(d: int, T, *, sigma=1.0) -> LinearGaussianKernel:
     Returns:
         The :class:`LinearGaussianKernel` ``(0, I, sigma^2 T I)``.
 
-    Example:
+    Examples:
         >>> import gaussot_jax as gj
         >>> K = gj.brownian_kernel(2, 0.5)
         >>> float(K.tau[0, 0])
@@ -267,7 +267,7 @@ def ou_kernel(d: int, T, theta, sigma, *, mean=0.0) -> LinearGaussianKernel:
     Returns:
         The :class:`LinearGaussianKernel` of ``X_T | X_0``.
 
-    Example:
+    Examples:
         >>> import gaussot_jax as gj
         >>> K = gj.ou_kernel(2, 1.0, theta=0.5, sigma=1.0)
         >>> round(float(K.beta[0, 0]), 5), round(float(K.tau[0, 0]), 5)  # e^{-1/2}, 1 - e^{-1}
@@ -316,7 +316,7 @@ def linear_sde_kernel(
         ValueError: shapes disagree, non-finite entries, or ``T <= 0`` (value checks when
             the inputs are concrete).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, gaussot_jax as gj
         >>> M = jnp.array([[0.0, 1.0], [0.0, 0.0]])  # integrated Brownian motion
         >>> K = gj.linear_sde_kernel(M, jnp.zeros(2), jnp.array([[0.0], [1.0]]), 1.0)
@@ -344,7 +344,7 @@ class LinearSDE(eqx.Module):
         c: ``(d,)`` drift offset.
         G: ``(d, m)`` diffusion matrix.
 
-    Example:
+    Examples:
         >>> import gaussot_jax as gj
         >>> sde = gj.LinearSDE.ornstein_uhlenbeck(2, theta=1.0, sigma=0.5)
         >>> K = sde.kernel(1.0)
@@ -508,7 +508,7 @@ def bridge_marginal(sde: LinearSDE, plan: Gaussian, t, T) -> Gaussian:
     Returns:
         The Gaussian law of ``X_t``.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, gaussot_jax as gj
         >>> sde = gj.LinearSDE.brownian(1)
         >>> plan = gj.Gaussian(jnp.zeros(2), jnp.eye(2))  # independent endpoints

@@ -67,7 +67,19 @@ __all__ = ["UnbalancedEntropicOT", "unbalanced_entropic_ot"]
 
 
 class UnbalancedEntropicOT(eqx.Module):
-    """Result of :func:`unbalanced_entropic_ot`: value, plan, marginals and masses."""
+    """Result of :func:`unbalanced_entropic_ot`: value, plan, marginals and masses.
+
+    Attributes:
+        cost: The optimal value ``UOT`` (not debiased: it carries the mass terms).
+        plan: The optimal plan ``m_pi N(mean_pi, Cov_pi)`` on ``R^{2d}``.
+        marginals: ``(pi_1, pi_2)``: the plan's marginals, each of mass ``m_pi``.
+        cross_cov: ``Cov(x, y)`` under the (normalised) plan.
+        log_mass: ``log m_pi``, computed directly (finite even where ``m_pi`` under/overflows).
+        destroyed_mass: ``(m_a - m_pi, m_b - m_pi)``: mass of ``a`` and of ``b`` not transported
+            (negative where mass is created).
+        epsilon: The entropic regularisation.
+        gamma: The marginal relaxation strength.
+    """
 
     cost: Float[Array, ""]
     """The optimal value ``UOT`` (not debiased: it carries the mass terms)."""
@@ -259,7 +271,7 @@ def unbalanced_entropic_ot(
             ``mass``, ``epsilon`` or ``gamma`` not ``> 0``, covariance not symmetric PSD
             (values are checked when concrete; under ``jit`` use ``a.checked()``).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, gaussot_jax as gj
         >>> a = gj.ScaledGaussian(1.0, jnp.zeros(2), jnp.eye(2))
         >>> b = gj.ScaledGaussian(2.0, jnp.ones(2), 0.5 * jnp.eye(2))
