@@ -460,7 +460,8 @@ def _psd_factor(A: Matrix) -> Matrix:
     d = A.shape[-1]
     L = jnp.linalg.cholesky(A)
     scale = jnp.maximum(jnp.trace(A), jnp.finfo(A.dtype).tiny)
-    delta = jnp.where(jnp.all(jnp.isfinite(L)), 0.0, d * jnp.finfo(A.dtype).eps * scale)
+    jitter = d * jnp.finfo(A.dtype).eps * scale
+    delta = cast(Array, jnp.where(jnp.all(jnp.isfinite(L)), 0.0, jitter))
     return jnp.linalg.cholesky(A + delta * jnp.eye(d, dtype=A.dtype))
 
 
