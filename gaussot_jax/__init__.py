@@ -2,11 +2,12 @@
 
 Closed forms of entropic OT between Gaussians (balanced and unbalanced [JMPC20], with
 non-product Gaussian references [REF25]) and Gaussian Schrödinger bridges with the
-Gaussian Sinkhorn algorithm [ADM25], all built on one core solver (MATH.md §2), with
+Gaussian Sinkhorn algorithm [ADM25], all built on one core solver (docs/core.md), with
 exact derivative rules for the matrix functions they use. Layers, bottom up: linalg and
 gaussians; coupling; one module per paper; batching and barycenters on top.
 """
 from ._compat import warn_if_deadlocking_jaxlib as _warn_if_deadlocking_jaxlib
+from ._version import __version__ as __version__
 from .barycenter import (
     bures_barycenter,
     bures_barycenter_residual,
@@ -116,7 +117,5 @@ __all__ = [
     "unbalanced_entropic_ot",
     "UnbalancedEntropicOT",
 ]
-
-__version__ = "0.1.0"
 
 _warn_if_deadlocking_jaxlib()

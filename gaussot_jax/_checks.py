@@ -1,4 +1,4 @@
-"""Input validation in two tiers (DESIGN.md item 8).
+"""Input validation in two tiers (docs/conventions.md).
 
 Tier 1, always: shapes and dtypes, which are static, raise ``ValueError`` naming the
 argument. Tier 2, values (finite, symmetric, PSD/PD, positive): checked with NumPy
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import equinox as eqx
 import jax
+import jax.core
 import jax.numpy as jnp
 import numpy as np
 

@@ -2,7 +2,7 @@ r"""Pairwise costs between two batches of measures, with bounded memory.
 
 ``pairwise(fn, mus, nus)[i, j] = fn(mu_i, nu_j)`` for every pair: the cost matrix of a
 discrete OT problem between mixtures, a kernel matrix, a nearest-neighbour search. The
-library's functions are unbatched (DESIGN.md item 3); this is the one place that maps
+library's functions are unbatched (docs/conventions.md); this is the one place that maps
 them over a grid of pairs, either as one double ``jax.vmap`` or in blocks of
 ``batch_size`` pairs under ``lax.scan`` so that peak memory does not grow with
 ``n * m``.
@@ -27,24 +27,26 @@ def _leading_size(name: str, tree) -> int:
     leaves = [x for x in jax.tree_util.tree_leaves(tree) if eqx.is_array(x)]
     if not leaves:
         raise ValueError(f"{name} must be a batch of measures (e.g. a gj.Gaussian), got {tree!r}")
-    if isinstance(tree, eqx.Module) and eqx.is_array(getattr(tree, "mean", None)) and (
-        tree.mean.ndim != 2
-    ):
+    mean: Any = getattr(tree, "mean", None)
+    if isinstance(tree, eqx.Module) and eqx.is_array(mean) and mean.ndim != 2:
         raise ValueError(
             f"{name} must carry exactly one leading batch axis (mean (n, d)), "
-            f"got mean {tree.mean.shape}"
+            f"got mean {mean.shape}"
         )
-    sizes = {x.shape[0] if x.ndim else None for x in leaves}
+    sizes: set[int | None] = {x.shape[0] if x.ndim else None for x in leaves}
     if len(sizes) != 1 or None in sizes:
         shapes = [x.shape for x in leaves]
         raise ValueError(f"{name}: every field needs the same leading batch axis, got {shapes}")
-    return sizes.pop()
+    size = sizes.pop()
+    assert size is not None  # excluded above; narrows the type
+    return size
 
 
-def _reduce(out) -> Array:
+def _reduce(result: Any) -> Array:
     """A scalar per pair: result objects with a ``cost`` field are reduced to it."""
-    if isinstance(out, eqx.Module) and hasattr(out, "cost"):
-        out = out.cost
+    out = result
+    if isinstance(result, eqx.Module) and hasattr(result, "cost"):
+        out = getattr(result, "cost")
     if not eqx.is_array_like(out) or jnp.shape(out) != ():
         got = jnp.shape(out) if eqx.is_array_like(out) else type(out).__name__
         raise ValueError(
@@ -122,7 +124,7 @@ def pairwise(
             leading axis, ``batch_size`` is not a positive int, or ``fn`` does not
             return a scalar.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, gaussot_jax as gj
         >>> mus = gj.Gaussian(jnp.zeros((3, 2)), jnp.stack([jnp.eye(2)] * 3))
         >>> nus = gj.Gaussian(jnp.ones((4, 2)), jnp.stack([2 * jnp.eye(2)] * 4))

@@ -1,4 +1,4 @@
-r"""Static Gaussian Schrödinger bridges in closed form [ADM25] (MATH.md §6).
+r"""Static Gaussian Schrödinger bridges in closed form [ADM25] (docs/adm25.md).
 
 Marginals ``eta = N(m1, S1)`` on ``R^d1`` and ``mu = N(m2, S2)`` on ``R^d2``, and a
 reference ``P0(dx, dy) = eta(dx) K(x, dy)`` with the linear-Gaussian kernel
@@ -6,7 +6,7 @@ reference ``P0(dx, dy) = eta(dx) K(x, dy)`` with the linear-Gaussian kernel
 
     P* = argmin { KL(P || P0) : P in Pi(eta, mu) }
 
-is the core problem of MATH.md §2 with ``W = beta^T tau^{-1}`` (``log dP0/d(eta ⊗ mu)``
+is the core problem of docs/core.md with ``W = beta^T tau^{-1}`` (``log dP0/d(eta ⊗ mu)``
 has the cross term ``x^T W y``, the rest depends on the marginals only), so
 
     tau* = S  (= Cov(y | x) from the core solver),   beta* = tau* tau^{-1} beta = tau* W^T,
@@ -32,7 +32,21 @@ __all__ = ["SchrodingerBridge", "check_problem", "reference_weight", "schrodinge
 
 
 class SchrodingerBridge(eqx.Module):
-    """Result of :func:`schrodinger_bridge`: the static bridge and everything around it."""
+    """Result of :func:`schrodinger_bridge`: the static bridge and everything around it.
+
+    Attributes:
+        eta: The ``x``-marginal ``N(m1, S1)``.
+        mu: The ``y``-marginal ``N(m2, S2)``.
+        forward: ``y | x`` under the bridge: ``(alpha*, beta*, tau*)``.
+        backward: ``x | y`` under the bridge (the Bayes map of ``forward`` under ``eta``).
+        cross_cov: ``C = Cov(x, y) = S1 W tau*`` under the bridge.
+        plan: The bridge, a Gaussian on ``R^{d1 + d2}`` with covariance ``[[S1, C], [C^T, S2]]``.
+        kl: ``KL(bridge || eta ⊗ kernel)``.
+        rate: Predicted per-round contraction of Gaussian Sinkhorn's covariances, ``rho_max^4``.
+        mean_rate: Per-round contraction of Sinkhorn's mean error, ``rho_max^2 = rate^{1/2}``.
+        potentials: ``(U, V)`` with ``bridge(dx, dy) = exp(-U(x) - V(y)) eta(dx) kernel(x, dy)``.
+        transport_map: The entropic (barycentric) map ``x -> E[y | x] = alpha* + beta* x``.
+    """
 
     eta: Gaussian
     """The ``x``-marginal ``N(m1, S1)``."""
@@ -156,7 +170,7 @@ def _bridge(eta: Gaussian, mu: Gaussian, kernel: LinearGaussianKernel) -> Schrod
         + jnp.sum(LD * (LD @ S1))  # Tr(tau^{-1} D S1 D^T)
     )
 
-    # Potentials (MATH.md §6, c = 0); tau*^{-1} beta* = tau^{-1} beta = W^T gives the
+    # Potentials (docs/adm25.md, c = 0); tau*^{-1} beta* = tau^{-1} beta = W^T gives the
     # quadratic and linear parts of U without inverses.
     ta = _chol_solve(L, alpha)
     ta_s = _chol_solve(Ls, alpha_s)
@@ -193,7 +207,7 @@ def schrodinger_bridge(
     r"""The static Schrödinger bridge between Gaussians in closed form [ADM25].
 
     Solves ``min { KL(P || eta(dx) K(x, dy)) : P in Pi(eta, mu) }`` for the kernel
-    ``K(x, .) = N(alpha + beta x, tau)``: MATH.md §2 with ``W = beta^T tau^{-1}`` (a
+    ``K(x, .) = N(alpha + beta x, tau)``: docs/core.md with ``W = beta^T tau^{-1}`` (a
     Cholesky solve with ``tau``; no inverse of ``S1``, ``S2`` or ``beta``) gives
 
         tau* = S2^{1/2} 2 (I + (I + 4H)^{1/2})^{-1} S2^{1/2},  H = S2^{1/2} W^T S1 W S2^{1/2},
@@ -233,7 +247,7 @@ def schrodinger_bridge(
         ValueError: if the shapes disagree, or (for concrete inputs) ``kernel.tau`` or
             ``mu.cov`` is not positive definite.
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp, gaussot_jax as gj
         >>> eta = gj.Gaussian(jnp.zeros(2), jnp.eye(2))
         >>> mu = gj.Gaussian(jnp.ones(2), jnp.diag(jnp.array([2.0, 0.5])))

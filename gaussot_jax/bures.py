@@ -1,4 +1,4 @@
-r"""Bures–Wasserstein geometry: the unregularised (``eps = 0``) case, MATH.md §1.
+r"""Bures–Wasserstein geometry: the unregularised (``eps = 0``) case, docs/bures.md.
 
 W2^2 = ||a - b||^2 + Tr A + Tr B - 2 Tr (A^{1/2} B A^{1/2})^{1/2}
 T(x) = b + A^{-1/2} (A^{1/2} B A^{1/2})^{1/2} A^{-1/2} (x - a)
@@ -29,7 +29,7 @@ def _sqrt(lam):
 
 
 def bures_wasserstein2(mu: Gaussian, nu: Gaussian) -> Float[Array, ""]:
-    r"""Squared 2-Wasserstein distance between Gaussians (MATH.md §1).
+    r"""Squared 2-Wasserstein distance between Gaussians (docs/bures.md).
 
     ``W2^2 = ||a - b||^2 + Tr A + Tr B - 2 Tr (A^{1/2} B A^{1/2})^{1/2}``; the last term is
     :func:`gaussot_jax.trace_fn` of ``sqrt``, with gradients
@@ -44,7 +44,7 @@ def bures_wasserstein2(mu: Gaussian, nu: Gaussian) -> Float[Array, ""]:
     Returns:
         The scalar ``W2^2(mu, nu)``.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, gaussot_jax as gj
         >>> mu = gj.Gaussian(jnp.zeros(2), jnp.eye(2))
         >>> nu = gj.Gaussian(jnp.ones(2), 4 * jnp.eye(2))
@@ -60,7 +60,7 @@ def bures_wasserstein2(mu: Gaussian, nu: Gaussian) -> Float[Array, ""]:
 def monge_map(mu: Gaussian, nu: Gaussian) -> AffineMap:
     r"""The optimal (Monge) map from ``mu`` to ``nu`` for the squared distance.
 
-    ``T(x) = b + A^{-1/2} (A^{1/2} B A^{1/2})^{1/2} A^{-1/2} (x - a)`` (MATH.md §1); needs
+    ``T(x) = b + A^{-1/2} (A^{1/2} B A^{1/2})^{1/2} A^{-1/2} (x - a)`` (docs/bures.md); needs
     ``A`` positive definite.
     """
     check_pair(mu, nu)

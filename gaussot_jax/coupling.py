@@ -1,4 +1,4 @@
-r"""The one core problem behind every closed form (MATH.md §2).
+r"""The one core problem behind every closed form (docs/core.md).
 
 For covariances ``A`` (of x), ``B`` (of y), PSD, and any square weight ``W``::
 
@@ -34,7 +34,13 @@ __all__ = ["Coupling", "isotropic_terms", "solve_coupling"]
 
 
 class Coupling(eqx.Module):
-    """Solution of the core problem (MATH.md §2)."""
+    """Solution of the core problem (docs/core.md).
+
+    Attributes:
+        cross_cov: ``C = Cov(x, y)`` of the optimal Gaussian coupling.
+        cond_cov: ``S = Cov(y | x) = B - C^T A^{-1} C`` (the Schur complement).
+        kl: ``KL(coupling || N(0, A) ⊗ N(0, B))`` at the optimum.
+    """
 
     cross_cov: Float[Array, "d d"]
     """``C = Cov(x, y)`` of the optimal Gaussian coupling."""
@@ -54,7 +60,7 @@ def solve_coupling(
 ) -> Coupling:
     r"""Solve ``max_C Tr(W C^T) - KL(N(0, [[A, C], [C^T, B]]) || N(0, A) ⊗ N(0, B))``.
 
-    MATH.md §2: ``S = B^{1/2} 2 (I + (I + 4H)^{1/2})^{-1} B^{1/2}`` with
+    docs/core.md: ``S = B^{1/2} 2 (I + (I + 4H)^{1/2})^{-1} B^{1/2}`` with
     ``H = B^{1/2} W^T A W B^{1/2}``, and ``C = A W S``. Two symmetric
     eigendecompositions (``B`` and ``H``), no inverse of ``A``, ``B`` or ``W``.
 
@@ -66,10 +72,12 @@ def solve_coupling(
     Returns:
         :class:`Coupling` with ``cross_cov`` C, ``cond_cov`` S and the optimal ``kl``.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, gaussot_jax as gj
         >>> eps = 1.0
         >>> sol = gj.solve_coupling(jnp.eye(2), jnp.eye(2), (2 / eps) * jnp.eye(2))
+        >>> round(float(sol.cross_cov[0, 0]), 4)  # [JMPC20]: sqrt(4 + 1/4) / 2 - 1/4
+        0.7808
     """
     XB = sqrtm(B)
     H = sym(XB @ W.T @ A @ W @ XB)

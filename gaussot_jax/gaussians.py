@@ -5,7 +5,7 @@ All fields are arrays, so every type is a pytree that ``jax.vmap``, ``jax.jit`` 
 carry a leading axis ``n`` (``mean (n, d)``, ``cov (n, d, d)``). Methods act on a single
 object; ``jax.vmap`` them for batches.
 
-Validation (DESIGN.md item 8): shapes are checked at construction; values (finite,
+Validation (docs/conventions.md): shapes are checked at construction; values (finite,
 symmetric, PSD, mass > 0) are checked when the inputs are concrete, and skipped for
 tracers. Inside ``jit``, call ``.checked()``: it returns the same object with its leaves
 wrapped in ``eqx.error_if``, which raises at run time.
@@ -53,7 +53,7 @@ class Gaussian(eqx.Module):
         cov: ``(..., d, d)``, symmetric PSD (singular allowed).
         validate: check values (finite, symmetric, PSD) when they are concrete.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, gaussot_jax as gj
         >>> mu = gj.Gaussian(jnp.zeros(2), jnp.eye(2))
         >>> mu.dim
@@ -304,10 +304,17 @@ class LinearGaussianKernel(eqx.Module):
 
 
 class AffineMap(eqx.Module):
-    """The map ``x -> matrix @ x + offset`` (transport maps: Monge, entropic)."""
+    """The map ``x -> matrix @ x + offset`` (transport maps: Monge, entropic).
+
+    Attributes:
+        matrix: ``(k, d)``, the linear part.
+        offset: ``(k,)``, the value at ``x = 0``.
+    """
 
     matrix: Float[Array, "*batch k d"]
+    """``(k, d)``, the linear part."""
     offset: Float[Array, "*batch k"]
+    """``(k,)``, the value at ``x = 0``."""
 
     def __call__(self, x: Float[Array, " d"]) -> Array:
         """Apply the map to one point ``x`` (vmap for many)."""
@@ -315,11 +322,20 @@ class AffineMap(eqx.Module):
 
 
 class QuadraticPotential(eqx.Module):
-    """The function ``f(x) = 1/2 x^T quad x + lin^T x + const`` (dual potentials)."""
+    """The function ``f(x) = 1/2 x^T quad x + lin^T x + const`` (dual potentials).
+
+    Attributes:
+        quad: ``(d, d)``, symmetric: the Hessian of ``f``.
+        lin: ``(d,)``, the gradient of ``f`` at 0.
+        const: scalar, ``f(0)``.
+    """
 
     quad: Float[Array, "*batch d d"]
+    """``(d, d)``, symmetric: the Hessian of ``f``."""
     lin: Float[Array, "*batch d"]
+    """``(d,)``, the gradient of ``f`` at 0."""
     const: Float[Array, "*batch"]
+    """Scalar, ``f(0)``."""
 
     def __call__(self, x: Float[Array, " d"]) -> Array:
         """Evaluate at one point ``x`` (vmap for many)."""

@@ -1,7 +1,7 @@
 """Functions of symmetric PSD matrices with exact, inverse-free derivative rules.
 
 Everything in the library that needs a square root, a spectral function or a trace
-``Tr g(AB)`` comes through this module (MATH.md §7). Three mechanisms:
+``Tr g(AB)`` comes through this module (docs/core.md). Three mechanisms:
 
 * :func:`sqrtm` / :func:`inv_sqrtm`: eigendecomposition forward; the derivative solves
   the Sylvester equation ``X dX + dX X = dS`` in the eigenbasis. The solve is itself a
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import cast
 
 import jax
 import jax.numpy as jnp
@@ -79,10 +80,10 @@ def _jacobi_rotate(a: list, V: list, p: int, q: int) -> None:
     d = len(a)
     b, delta = a[p][q], a[q][q] - a[p][p]
     r2 = delta**2 + 4.0 * b**2
-    r = jnp.where(r2 > 0, jnp.sqrt(jnp.where(r2 > 0, r2, 1.0)), 0.0)
+    r = jnp.where(r2 > 0, jnp.sqrt(cast(Array, jnp.where(r2 > 0, r2, 1.0))), 0.0)
     den = jnp.abs(delta) + r
     sgn = jnp.where(delta >= 0, 1.0, -1.0)
-    t = jnp.where(den > 0, 2.0 * b * sgn / jnp.where(den > 0, den, 1.0), 0.0)
+    t = cast(Array, jnp.where(den > 0, 2.0 * b * sgn / jnp.where(den > 0, den, 1.0), 0.0))
     c = jax.lax.rsqrt(1.0 + t**2)
     s = t * c
     app, aqq = a[p][p] - t * b, a[q][q] + t * b
@@ -222,7 +223,7 @@ _NS_ITERS = 30
 
 def _ns_scale(S: Matrix) -> Array:
     c = jnp.linalg.norm(S)
-    return jnp.where(c > 0, c, jnp.ones_like(c))
+    return cast(Array, jnp.where(c > 0, c, jnp.ones_like(c)))
 
 
 def _ns_pair(S: Matrix, E: Matrix, num_iters: int, precision) -> tuple[Matrix, Matrix]:
@@ -263,7 +264,7 @@ def sqrtm(
     r"""Symmetric PSD square root ``S^{1/2}`` with an exact derivative rule.
 
     ``S = V diag(w) V^T  ->  S^{1/2} = V diag(sqrt w) V^T``; the derivative solves the
-    Sylvester equation ``X dX + dX X = dS`` (MATH.md §7), which is finite and exact at
+    Sylvester equation ``X dX + dX X = dS`` (docs/core.md), which is finite and exact at
     repeated eigenvalues. Forward mode, reverse mode and ``jax.hessian`` all work. At a
     singular ``S`` the derivative is unbounded in directions that leave its range (as for
     ``sqrt`` at 0): it is then ``inf``, never a silent wrong number.
@@ -288,9 +289,11 @@ def sqrtm(
     Returns:
         ``S^{1/2}``, symmetric PSD.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, gaussot_jax as gj
-        >>> X = gj.sqrtm(jnp.array([[4.0, 0.0], [0.0, 9.0]]))  # diag(2, 3)
+        >>> X = gj.sqrtm(jnp.array([[4.0, 0.0], [0.0, 9.0]]))
+        >>> [[round(v, 5) for v in row] for row in X.tolist()]
+        [[2.0, 0.0], [0.0, 3.0]]
     """
     if method == "newton_schulz":
         return _sqrtm_ns(S, num_iters, precision)
@@ -457,7 +460,8 @@ def _psd_factor(A: Matrix) -> Matrix:
     d = A.shape[-1]
     L = jnp.linalg.cholesky(A)
     scale = jnp.maximum(jnp.trace(A), jnp.finfo(A.dtype).tiny)
-    delta = jnp.where(jnp.all(jnp.isfinite(L)), 0.0, d * jnp.finfo(A.dtype).eps * scale)
+    jitter = d * jnp.finfo(A.dtype).eps * scale
+    delta = cast(Array, jnp.where(jnp.all(jnp.isfinite(L)), 0.0, jitter))
     return jnp.linalg.cholesky(A + delta * jnp.eye(d, dtype=A.dtype))
 
 
@@ -501,7 +505,7 @@ def _trace_fn_jvp(g, method, primals, tangents):
 def trace_fn(g: Callable, A: Matrix, B: Matrix, *args, method: str = "auto") -> Array:
     r"""``Tr g(AB) = sum_i g(lambda_i)`` over the eigenvalues of ``A^{1/2} B A^{1/2}``.
 
-    Gradients (MATH.md §7): ``grad_A = B^{1/2} g'(B^{1/2} A B^{1/2}) B^{1/2}`` and
+    Gradients (docs/core.md): ``grad_A = B^{1/2} g'(B^{1/2} A B^{1/2}) B^{1/2}`` and
     ``grad_B = A^{1/2} g'(A^{1/2} B A^{1/2}) A^{1/2}``: no inverse and no derivative of a
     square root, hence finite at singular ``A`` or ``B`` wherever ``g'(0)`` is finite
     (the entropic costs), and exact at repeated eigenvalues. Second derivatives use the

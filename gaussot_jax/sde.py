@@ -1,4 +1,4 @@
-r"""Linear SDE references and the dynamic Schrödinger bridge (MATH.md §6) [ADM25].
+r"""Linear SDE references and the dynamic Schrödinger bridge (docs/adm25.md) [ADM25].
 
 A time-homogeneous linear SDE ``dX = (M X + c) dt + G dW`` has Gaussian transitions
 ``X_T | X_0 = x ~ N(alpha + beta x, tau)`` [ADM25, Rmk 2.3, §3.3]::
@@ -40,6 +40,7 @@ and its time-``t`` marginal is this kernel pushed forward through the plan.
 from __future__ import annotations
 
 import functools
+from typing import cast
 
 import equinox as eqx
 import jax
@@ -162,7 +163,7 @@ def _sample_paths(key, M, c, Q, mean, cov, T, times, n):
         # At t = s or t = T the pinned law is a point mass (Sigma = 0); sqrtm's derivative
         # is 0/0 there, so factor a placeholder and drop the noise (double-where).
         point = (t <= s) | (t >= T)
-        root = sqrtm(jnp.where(point, eye, Sigma))
+        root = sqrtm(cast(Array, jnp.where(point, eye, Sigma)))
         noise = jnp.where(point, 0.0, jax.random.normal(k, (n, d), dtype) @ root)
         x_new = u + x @ B[:, :d].T + xT @ B[:, d:].T + noise
         return (t, x_new), x_new
@@ -175,7 +176,7 @@ def _sample_paths(key, M, c, Q, mean, cov, T, times, n):
 def _phi(x):
     """``(1 - e^{-x}) / x``, smooth through ``x = 0`` (value and derivatives)."""
     small = jnp.abs(x) < 1e-4
-    xs = jnp.where(small, 1.0, x)
+    xs = cast(Array, jnp.where(small, 1.0, x))
     series = 1.0 - x / 2.0 + x**2 / 6.0 - x**3 / 24.0
     return jnp.where(small, series, -jnp.expm1(-xs) / xs)
 
@@ -214,7 +215,7 @@ def brownian_kernel(d: int, T, *, sigma=1.0) -> LinearGaussianKernel:
     r"""Time-``T`` transition of Brownian motion ``dX = sigma dW`` on ``R^d``.
 
     ``K(x, .) = N(x, sigma^2 T I)``: ``(alpha, beta, tau) = (0, I, sigma^2 T I)``
-    (MATH.md §6, [ADM25] §3.5, where ``tau = t I`` is the heat kernel at time ``t``).
+    (docs/adm25.md, [ADM25] §3.5, where ``tau = t I`` is the heat kernel at time ``t``).
 
     Args:
         d: dimension (Python int).
@@ -224,7 +225,7 @@ def brownian_kernel(d: int, T, *, sigma=1.0) -> LinearGaussianKernel:
     Returns:
         The :class:`LinearGaussianKernel` ``(0, I, sigma^2 T I)``.
 
-    Example:
+    Examples:
         >>> import gaussot_jax as gj
         >>> K = gj.brownian_kernel(2, 0.5)
         >>> float(K.tau[0, 0])
@@ -245,7 +246,7 @@ def brownian_kernel(d: int, T, *, sigma=1.0) -> LinearGaussianKernel:
 def ou_kernel(d: int, T, theta, sigma, *, mean=0.0) -> LinearGaussianKernel:
     r"""Time-``T`` transition of the Ornstein–Uhlenbeck process on ``R^d``.
 
-    The SDE is ``dX = theta (mean - X) dt + sigma dW`` (MATH.md §6's ``-theta X dt + s dW``
+    The SDE is ``dX = theta (mean - X) dt + sigma dW`` (docs/adm25.md's ``-theta X dt + s dW``
     is ``mean = 0``), with transition::
 
         beta  = e^{-theta T} I,
@@ -266,9 +267,11 @@ def ou_kernel(d: int, T, theta, sigma, *, mean=0.0) -> LinearGaussianKernel:
     Returns:
         The :class:`LinearGaussianKernel` of ``X_T | X_0``.
 
-    Example:
+    Examples:
         >>> import gaussot_jax as gj
         >>> K = gj.ou_kernel(2, 1.0, theta=0.5, sigma=1.0)
+        >>> round(float(K.beta[0, 0]), 5), round(float(K.tau[0, 0]), 5)  # e^{-1/2}, 1 - e^{-1}
+        (0.60653, 0.63212)
     """
     d = _check_dim(d)
     T, theta, sigma, mean = _checks.common_float(T, theta, sigma, mean)
@@ -293,7 +296,7 @@ def linear_sde_kernel(
     r"""Time-``T`` transition of the linear SDE ``dX = (M X + c) dt + G dW``.
 
     ``beta = e^{M T}``, ``alpha = ∫_0^T e^{M(T-s)} c ds``,
-    ``tau = ∫_0^T e^{M(T-s)} G G^T e^{M^T(T-s)} ds`` (MATH.md §6, [ADM25] Rmk 2.3), by
+    ``tau = ∫_0^T e^{M(T-s)} G G^T e^{M^T(T-s)} ds`` (docs/adm25.md, [ADM25] Rmk 2.3), by
     Van Loan's block exponentials on a step ``T / 2^k`` (``||M T / 2^k||_1 <= 1/2``)
     followed by ``k`` semigroup doublings; see the module docstring. No inverse of ``M``
     (which may be singular, e.g. ``M = 0`` or an integrator chain) and no ``e^{-M T}`` (so
@@ -313,7 +316,7 @@ def linear_sde_kernel(
         ValueError: shapes disagree, non-finite entries, or ``T <= 0`` (value checks when
             the inputs are concrete).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, gaussot_jax as gj
         >>> M = jnp.array([[0.0, 1.0], [0.0, 0.0]])  # integrated Brownian motion
         >>> K = gj.linear_sde_kernel(M, jnp.zeros(2), jnp.array([[0.0], [1.0]]), 1.0)
@@ -341,10 +344,12 @@ class LinearSDE(eqx.Module):
         c: ``(d,)`` drift offset.
         G: ``(d, m)`` diffusion matrix.
 
-    Example:
+    Examples:
         >>> import gaussot_jax as gj
         >>> sde = gj.LinearSDE.ornstein_uhlenbeck(2, theta=1.0, sigma=0.5)
         >>> K = sde.kernel(1.0)
+        >>> round(float(K.beta[0, 0]), 5), round(float(K.tau[0, 0]), 5)  # e^{-1}, (1 - e^{-2})/8
+        (0.36788, 0.10808)
     """
 
     M: Float[Array, "d d"]
@@ -450,7 +455,7 @@ def _check_plan(plan, d: int) -> None:
 def pinned_kernel(sde: LinearSDE, t, T) -> LinearGaussianKernel:
     r"""The law of the reference's ``X_t`` given its endpoints ``(X_0, X_T) = (x, y)``.
 
-    Conditioning the Gaussian ``(X_0, X_t, X_T)`` of the reference SDE (MATH.md §6,
+    Conditioning the Gaussian ``(X_0, X_t, X_T)`` of the reference SDE (docs/adm25.md,
     [ADM25] §3.3; a pinned linear diffusion) is a Kalman update of
     ``N(alpha_t + beta_t x, tau_t)`` by ``y = alpha_r + beta_r X_t + N(0, tau_r)``,
     ``r = T - t``::
@@ -484,7 +489,7 @@ def bridge_marginal(sde: LinearSDE, plan: Gaussian, t, T) -> Gaussian:
     r"""Time-``t`` marginal of the dynamic bridge built on a static coupling ``plan``.
 
     The dynamic bridge is ``∫ R^{x,y} plan(dx, dy)``, ``R^{x,y}`` the reference process
-    pinned at ``X_0 = x``, ``X_T = y`` [ADM25, §3.3; MATH.md §6]. With
+    pinned at ``X_0 = x``, ``X_T = y`` [ADM25, §3.3; docs/adm25.md]. With
     :func:`pinned_kernel` ``X_t = u + B_x X_0 + B_y X_T + N(0, Sigma_t)``, so its
     marginal is Gaussian::
 
@@ -503,7 +508,7 @@ def bridge_marginal(sde: LinearSDE, plan: Gaussian, t, T) -> Gaussian:
     Returns:
         The Gaussian law of ``X_t``.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, gaussot_jax as gj
         >>> sde = gj.LinearSDE.brownian(1)
         >>> plan = gj.Gaussian(jnp.zeros(2), jnp.eye(2))  # independent endpoints

@@ -1,7 +1,7 @@
 r"""Gaussian Sinkhorn (iterative proportional fitting) as one ``lax.scan`` [ADM25].
 
 From ``theta_0 = (alpha, beta, tau)``, the kernel of ``P_0 = eta(dx) K(x, dy)``, one
-round (MATH.md §6) is two Bayes maps (Kalman updates):
+round (docs/adm25.md) is two Bayes maps (Kalman updates):
 
     back_n      = Bayes(eta, theta_n)    x | y of P_{2n};   P_{2n+1} = mu(dy) back_n(y, dx)
     theta_{n+1} = Bayes(mu, back_n)      y | x of P_{2n+1}; P_{2n+2} = eta(dx) theta_{n+1}(x, dy)
@@ -43,7 +43,16 @@ _METHODS = ("bayes", "riccati")
 
 
 class SinkhornTrace(eqx.Module):
-    """Result of :func:`gaussian_sinkhorn`: the trajectory and its error to the bridge."""
+    """Result of :func:`gaussian_sinkhorn`: the trajectory and its error to the bridge.
+
+    Attributes:
+        forward: ``y | x`` after each full round, ``theta_1 .. theta_N`` (leading axis ``N``).
+        backward: ``x | y`` of every half-step, ``back_0 .. back_{N-1}`` (leading axis ``N``).
+        error: ``||tau_n - tau*||_F`` for ``n = 1 .. N`` (``beta_n - beta* = (tau_n - tau*) W^T``).
+        mean_error: ``||alpha_n - alpha*||_2`` for ``n = 1 .. N``.
+        bridge: The closed-form limit, :func:`gaussot_jax.schrodinger_bridge`.
+        method: ``"bayes"`` or ``"riccati"``.
+    """
 
     forward: LinearGaussianKernel
     """``y | x`` after each full round, ``theta_1 .. theta_N`` (leading axis ``N``)."""
@@ -182,7 +191,7 @@ def gaussian_sinkhorn(
             ``tau`` or a marginal covariance not positive definite, or a singular ``beta``
             with ``method="riccati"``.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, gaussot_jax as gj
         >>> eta = gj.Gaussian(jnp.zeros(2), jnp.eye(2))
         >>> mu = gj.Gaussian(jnp.ones(2), jnp.diag(jnp.array([2.0, 0.5])))

@@ -1,4 +1,4 @@
-r"""Unbalanced entropic OT between scaled Gaussians [JMPC20, Thm 2] (MATH.md §4).
+r"""Unbalanced entropic OT between scaled Gaussians [JMPC20, Thm 2] (docs/jmpc20.md).
 
 For positive measures ``alpha = m_a N(a, A)`` and ``beta = m_b N(b, B)``::
 
@@ -18,7 +18,7 @@ Derivation of the form used here (every step checked against direct minimisation
 * **Means** separate: ``J`` carries ``lam u^T X^{-1} u`` (``u = b - a``), ``X = A + B + lam I``,
   ``lam = (eps + gamma)/2``, attained at ``(a + A X^{-1} u, b - B X^{-1} u)`` (the infimal
   convolution of the two Gaussian log-densities with the quadratic cost).
-* **Covariance part.** [JMPC20]'s transcribed mass (MATH.md §4) contains
+* **Covariance part.** [JMPC20]'s transcribed mass (docs/jmpc20.md) contains
   ``logdet C``, ``logdet(At Bt)``, ``logdet(A B)`` and ``logdet(C - (2/gamma) At Bt)``, each
   ``-inf`` for rank-deficient ``A`` or ``B``. With ``At = (gamma/2) A (A + lam I)^{-1}``
   (``(A + lam I)^{-1}`` is harmless: ``lam > 0``), ``C = f(At Bt)`` is a function of ``At Bt``
@@ -39,11 +39,11 @@ Derivation of the form used here (every step checked against direct minimisation
   (eigenvalues ``>= lam``) plus a trace function of ``At Bt`` whose summand vanishes at
   ``k = 0``. It is finite for every PSD ``A, B`` (Diracs included: ``A = B = 0`` gives
   ``log m_pi = ((eps + gamma) log(m_a m_b) - ||a - b||^2) / (eps + 2 gamma)``), and its gradient
-  in ``A, B`` is finite there too (:func:`gaussot_jax.trace_fn`, MATH.md §7).
+  in ``A, B`` is finite there too (:func:`gaussot_jax.trace_fn`, docs/core.md).
 * **The non-symmetric square root** ``C = (At Bt/tau + sigma^4/4 I)^{1/2} - sigma^2/2 I`` is
   ``h(At Bt) At Bt`` with ``h(k) = (1/tau) / (s(k) + sigma^2/2)``; by ``h(PQ) P = P h(QP)`` it
   equals ``At Bt^{1/2} h(Bt^{1/2} At Bt^{1/2}) Bt^{1/2}``, which is the core solver
-  (MATH.md §2) for the pair ``(At, Bt)`` with ``W = w I``, ``w = 1/(sigma^2 tau^{1/2})``,
+  (docs/core.md) for the pair ``(At, Bt)`` with ``W = w I``, ``w = 1/(sigma^2 tau^{1/2})``,
   scaled by ``tau^{-1/2}``: no inverse, exact at singular ``At, Bt``. Its derivative solves
   ``S dC + dC S = d(At Bt)/tau - ...`` with ``S = C + sigma^2/2 I`` (eigenvalues
   ``>= sigma^2/2``), so the plan's gradient is finite at singular ``A, B`` as well.
@@ -67,7 +67,19 @@ __all__ = ["UnbalancedEntropicOT", "unbalanced_entropic_ot"]
 
 
 class UnbalancedEntropicOT(eqx.Module):
-    """Result of :func:`unbalanced_entropic_ot`: value, plan, marginals and masses."""
+    """Result of :func:`unbalanced_entropic_ot`: value, plan, marginals and masses.
+
+    Attributes:
+        cost: The optimal value ``UOT`` (not debiased: it carries the mass terms).
+        plan: The optimal plan ``m_pi N(mean_pi, Cov_pi)`` on ``R^{2d}``.
+        marginals: ``(pi_1, pi_2)``: the plan's marginals, each of mass ``m_pi``.
+        cross_cov: ``Cov(x, y)`` under the (normalised) plan.
+        log_mass: ``log m_pi``, computed directly (finite even where ``m_pi`` under/overflows).
+        destroyed_mass: ``(m_a - m_pi, m_b - m_pi)``: mass of ``a`` and of ``b`` not transported
+            (negative where mass is created).
+        epsilon: The entropic regularisation.
+        gamma: The marginal relaxation strength.
+    """
 
     cost: Float[Array, ""]
     """The optimal value ``UOT`` (not debiased: it carries the mass terms)."""
@@ -219,7 +231,7 @@ def unbalanced_entropic_ot(
 ) -> UnbalancedEntropicOT:
     r"""Unbalanced entropic OT between scaled Gaussians in closed form [JMPC20, Thm 2].
 
-    Solves (MATH.md §4; [JMPC20]'s ``sigma^2 = epsilon / 2``)::
+    Solves (docs/jmpc20.md; [JMPC20]'s ``sigma^2 = epsilon / 2``)::
 
         min_{pi >= 0} E_pi||x - y||^2 + epsilon KL(pi || a ⊗ b)
                       + gamma KL(pi_1 || a) + gamma KL(pi_2 || b)
@@ -237,7 +249,7 @@ def unbalanced_entropic_ot(
     log-determinant of positive-definite matrices plus a trace function of ``At Bt``, finite
     with finite gradients for every PSD ``A, B`` (rank-deficient and zero included), where
     the transcribed ``logdet(A B)``, ``logdet C`` terms are ``-inf``. ``C`` is the core
-    solver (MATH.md §2) on ``(At, Bt)``: no inverse of ``A``, ``B`` or ``C``. As
+    solver (docs/core.md) on ``(At, Bt)``: no inverse of ``A``, ``B`` or ``C``. As
     ``gamma -> inf`` with unit masses the cost tends to :func:`gaussot_jax.entropic_ot`'s.
 
     Every finite input gives a finite value; the only failure is floating-point range
@@ -259,13 +271,17 @@ def unbalanced_entropic_ot(
             ``mass``, ``epsilon`` or ``gamma`` not ``> 0``, covariance not symmetric PSD
             (values are checked when concrete; under ``jit`` use ``a.checked()``).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, gaussot_jax as gj
         >>> a = gj.ScaledGaussian(1.0, jnp.zeros(2), jnp.eye(2))
         >>> b = gj.ScaledGaussian(2.0, jnp.ones(2), 0.5 * jnp.eye(2))
         >>> out = gj.unbalanced_entropic_ot(a, b, 1.0, 2.0)
         >>> m_pi = out.plan.mass          # transported mass
         >>> pi_1, pi_2 = out.marginals
+        >>> round(float(out.cost), 4), round(float(m_pi), 4)
+        (3.4607, 0.9079)
+        >>> round(float(pi_1.mass), 4), round(float(pi_2.mass), 4)  # both marginals carry m_pi
+        (0.9079, 0.9079)
     """
     _check_measures(a, b)
     dtype = jnp.result_type(a.mean, b.mean)
