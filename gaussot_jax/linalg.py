@@ -82,7 +82,10 @@ def _jacobi_rotate(a: list, V: list, p: int, q: int) -> None:
     r2 = delta**2 + 4.0 * b**2
     r = jnp.where(r2 > 0, jnp.sqrt(cast(Array, jnp.where(r2 > 0, r2, 1.0))), 0.0)
     den = jnp.abs(delta) + r
-    sgn = jnp.where(delta >= 0, 1.0, -1.0)
+    # Both branches derived from delta: with two Python-scalar branches, jax 0.9.2 gives
+    # the result a sharding that fails under jit on sharded inputs.
+    one = 0.0 * delta + 1.0
+    sgn = jnp.where(delta >= 0, one, -one)
     t = cast(Array, jnp.where(den > 0, 2.0 * b * sgn / jnp.where(den > 0, den, 1.0), 0.0))
     c = jax.lax.rsqrt(1.0 + t**2)
     s = t * c
