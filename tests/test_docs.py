@@ -71,15 +71,12 @@ def _python_blocks(path: Path) -> list[str]:
     return re.findall(r"```python\n(.*?)```", path.read_text(), re.DOTALL)
 
 
-@pytest.mark.parametrize("page", RUNNABLE + ["README.md#quickstart"])
+@pytest.mark.parametrize("page", RUNNABLE + ["README.md"])
 def test_docs_code_runs(page):
     import subprocess
     import sys
 
-    if page == "README.md#quickstart":
-        code = _python_blocks(ROOT / "README.md")[0]   # the Quickstart block
-    else:
-        code = "\n".join(_python_blocks(ROOT / page))
+    code = "\n".join(_python_blocks(ROOT / page))  # README: quickstart, then sharding
     assert code.strip(), f"{page} has no python block"
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                          text=True, timeout=240)
