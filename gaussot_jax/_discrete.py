@@ -16,13 +16,22 @@ problems"), each stage warm-started from the previous one and stopped by the ``l
 error of the row marginal. The stages are one ``lax.scan`` over a static number of
 stages, each a ``lax.while_loop`` with a static iteration cap.
 
-For ``eps = 0`` the last stage runs at ``eps_min = scale * sqrt(machine eps)`` and the plan
-is rounded onto the transport polytope (Altschuler, Weed & Rigollet 2017, Alg. 2): its
-marginals are then exact and ``<P, C>`` exceeds the LP value by at most
-``eps_min min(H(a), H(b)) + 2 ||C||_max (marginal error)`` -- in practice, the entropic
-plan is exponentially close to the LP vertex once ``eps_min`` is below the LP's gap
-(Cominetti & San Martín 1994), which gives ``1e-10``-relative agreement with an exact
-LP in float64 (tests/test_mixtures.py).
+For ``eps = 0`` the last stage runs at ``eps_min = scale * machine eps^(1/3)`` (6e-6 in
+float64, 5e-3 in float32). The entropic plan is exponentially close to the LP vertex once
+``eps_min`` is below the LP's gap (Cominetti & San Martín 1994), so its largest
+``n + m - 1`` entries (or those of the dual slack ``f_i + g_j - C_ij``) are the vertex's
+basis; the flows on that spanning tree follow exactly from the marginals by peeling
+leaves. That vertex is returned when it is a coupling and no costlier than the fallback,
+the entropic plan rounded onto the transport polytope (Altschuler, Weed & Rigollet 2017,
+Alg. 2), whose cost exceeds the LP value by at most ``eps_min min(H(a), H(b)) +
+2 ||C||_max (marginal error)``.
+
+Accuracy measured against POT's ``ot.emd`` (float64): for up to ~10 components per side
+(random weights and costs, and uniform weights with permutation optima) the value agrees
+to 5e-16 relative and the plan to 1e-16. For k = 100 -- 300 with i.i.d. uniform costs
+(tiny LP gaps) Sinkhorn does not converge at ``eps_min`` within ``max_iters`` and the
+rounded fallback is ~1e-2 relative off: large problems need a larger ``max_iters`` or an
+exact LP solver.
 
 Derivatives by the envelope theorem (a ``custom_jvp`` whose tangent rule is linear and
 needs no pass through the loop): ``d OT / dC = P``, ``d OT / da = f``, ``d OT / db = g``
@@ -60,8 +69,8 @@ class DiscreteOT(eqx.Module):
 
 
 def _stages(dtype, decay: float) -> tuple[int, float]:
-    """Number of stages to reach ``eps_min = sqrt(machine eps) * scale`` and that ratio."""
-    ratio = float(np.sqrt(np.finfo(dtype).eps))
+    """Number of stages to reach ``eps_min = machine eps^(1/3) * scale`` and that ratio."""
+    ratio = float(np.cbrt(np.finfo(dtype).eps))
     return int(np.ceil(np.log(ratio) / np.log(decay))) + 1, ratio
 
 
@@ -120,12 +129,12 @@ def _sinkhorn(a, b, C, eps, *, exact: bool, decay: float, max_iters: int, tol: f
     P = jnp.exp(la[:, None] + lb[None, :] + (f[:, None] + g[None, :] - C) / e)
     err = errs[-1]
     if exact:
-        P = _finish(P, a, b, C)
+        P = _finish(P, a, b, C, f, g)
     return P, f, g, err, e
 
 
-def _tree_plan(P, a, b):
-    """The basic solution on the spanning tree of the ``n + m - 1`` largest entries of ``P``.
+def _tree_plan(score, a, b):
+    """The basic solution on the spanning tree of the ``n + m - 1`` largest ``score`` entries.
 
     A vertex of the transport polytope is supported on a forest of the bipartite graph
     (rows, columns) with at most ``n + m - 1`` edges, and its flows follow from the
@@ -133,9 +142,9 @@ def _tree_plan(P, a, b):
     When no leaf is left (the chosen edges hold a cycle) the smallest remaining edge is
     dropped with zero flow. Returns the plan and whether it is a coupling of ``a, b``.
     """
-    n, m = P.shape
+    n, m = score.shape
     K = min(n * m, n + m - 1)
-    vals, idx = jax.lax.top_k(P.reshape(-1), K)
+    vals, idx = jax.lax.top_k(score.reshape(-1), K)
     rows, cols = idx // m, n + idx % m
     deg = jnp.zeros(n + m, jnp.int32).at[rows].add(1).at[cols].add(1)
     res = jnp.concatenate([a, b])
@@ -157,20 +166,32 @@ def _tree_plan(P, a, b):
         deg = jnp.where(live, deg.at[rows[e]].add(-1).at[cols[e]].add(-1), deg)
         return active.at[e].set(False), deg, res, x
 
-    state = (jnp.ones(K, bool), deg, res, jnp.zeros(K, P.dtype))
+    state = (jnp.ones(K, bool), deg, res, jnp.zeros(K, a.dtype))
     _, _, res, x = jax.lax.fori_loop(0, K, step, state)
-    tol = 100 * (n + m) * jnp.finfo(P.dtype).eps
+    tol = 100 * (n + m) * jnp.finfo(a.dtype).eps
     ok = jnp.all(jnp.abs(res) <= tol) & jnp.all(x >= -tol)
-    plan = jnp.zeros(n * m, P.dtype).at[idx].add(jnp.maximum(x, 0.0)).reshape(n, m)
+    plan = jnp.zeros(n * m, a.dtype).at[idx].add(jnp.maximum(x, 0.0)).reshape(n, m)
     return _round(plan, a, b), ok
 
 
-def _finish(P, a, b, C):
-    """The exact LP vertex on the entropic plan's support if feasible and no worse."""
-    rounded = _round(P, a, b)
-    tree, ok = _tree_plan(P, a, b)
-    better = ok & (jnp.sum(tree * C) <= jnp.sum(rounded * C))
-    return jnp.where(better, tree, rounded)
+def _finish(P, a, b, C, f, g):
+    """The cheapest of: the rounded plan, and the LP vertices on two candidate supports.
+
+    The supports are the ``n + m - 1`` largest entries of ``P`` and of the dual slack
+    ``f_i + g_j - C_ij`` (complementary slackness: the LP plan lives where it is 0, its
+    maximum); the second finds the optimal support also when Sinkhorn has not converged
+    at the smallest epsilon.
+    """
+    best = _round(P, a, b)
+    best_cost = jnp.sum(best * C)
+    valid = (a[:, None] > 0) & (b[None, :] > 0)
+    for score in (P, jnp.where(valid, f[:, None] + g[None, :] - C, -jnp.inf)):
+        tree, ok = _tree_plan(score, a, b)
+        cost = jnp.sum(tree * C)
+        better = ok & (cost <= best_cost)
+        best = jnp.where(better, tree, best)
+        best_cost = jnp.where(better, cost, best_cost)
+    return best
 
 
 def _round(P, a, b):
@@ -217,6 +238,9 @@ def _solve_jvp(exact, decay, max_iters, tol, primals, tangents):
     return (cost, P, f, g, err), (dcost, *zeros)
 
 
+_solve_jit = jax.jit(_solve, static_argnums=(4, 5, 6, 7))
+
+
 def _check_weights(name: str, w) -> None:
     if w.ndim != 1:
         raise ValueError(f"{name} must have shape (n,), got {w.shape}")
@@ -243,15 +267,17 @@ def discrete_ot(
     epsilon=0.0,
     *,
     decay: float = 0.3,
-    max_iters: int = 2000,
+    max_iters: int = 10000,
     tol: float | None = None,
 ) -> DiscreteOT:
     r"""Discrete OT ``min_{P in Pi(a, b)} <P, C> + epsilon KL(P || a ⊗ b)`` (``epsilon >= 0``).
 
     Log-domain Sinkhorn with epsilon-scaling from ``max|C|`` down to ``epsilon`` (a factor
-    ``decay`` per stage); for ``epsilon = 0`` down to ``sqrt(machine eps) max|C|``, then
-    rounded onto the couplings of ``a, b`` (Altschuler, Weed & Rigollet 2017): the exact
-    linear program to ~1e-10 relative in float64 (module docstring). Gradients of
+    ``decay`` per stage); for ``epsilon = 0`` down to ``machine eps^(1/3) max|C|``, then
+    finished exactly on the plan's spanning-tree support (or rounded onto the couplings
+    of ``a, b``, Altschuler, Weed & Rigollet 2017): the exact linear program to
+    round-off for small problems; see the module docstring for the accuracy measured
+    against an exact LP and its limits for large ``n, m``. Gradients of
     ``cost`` by the envelope theorem: ``dC -> plan``, ``da -> f``, ``db -> g``,
     ``d epsilon -> KL(plan || a ⊗ b)``; no loop is differentiated. ``jax.vmap`` batches
     problems (the while loops then run until every problem has converged).
@@ -265,7 +291,7 @@ def discrete_ot(
         decay: ratio of successive epsilons in the scaling (static, in ``(0, 1)``).
         max_iters: cap on Sinkhorn iterations per stage (static).
         tol: ``l1`` marginal error that ends the last stage; default ``1000`` machine eps
-            (intermediate stages stop at ``sqrt(machine eps)``).
+            (intermediate stages stop at ``1e-3``).
 
     Returns:
         :class:`DiscreteOT` with ``cost``, ``plan``, ``potentials`` and
@@ -294,7 +320,7 @@ def discrete_ot(
         raise ValueError(f"max_iters must be an int >= 1, got {max_iters!r}")
     exact, eps = _epsilon(epsilon, C.dtype)
     tol = float(1e3 * np.finfo(C.dtype).eps) if tol is None else float(tol)
-    cost, P, f, g, err = _solve(a, b, C, eps, exact, float(decay), int(max_iters), tol)
+    cost, P, f, g, err = _solve_jit(a, b, C, eps, exact, float(decay), int(max_iters), tol)
     return DiscreteOT(cost=cost, plan=P, potentials=(f, g), marginal_error=err)
 
 

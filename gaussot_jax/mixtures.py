@@ -376,7 +376,7 @@ def mixture_ot(
     epsilon=0.0,
     component_epsilon=None,
     debiased: bool = False,
-    max_iters: int = 2000,
+    max_iters: int = 10000,
 ) -> MixtureOT:
     r"""OT between Gaussian mixtures over their components (Delon & Desolneux 2020).
 
