@@ -3,10 +3,16 @@
 Closed forms of entropic OT between Gaussians (balanced and unbalanced [JMPC20], with
 non-product Gaussian references [REF25]) and Gaussian Schrödinger bridges with the
 Gaussian Sinkhorn algorithm [ADM25], all built on one core solver (docs/core.md), with
-exact derivative rules for the matrix functions they use. Layers, bottom up: linalg and
-gaussians; coupling; one module per paper; batching and barycenters on top.
+exact derivative rules for the matrix functions they use; OT between Gaussian mixtures
+over their components [DD20] on top. Layers, bottom up: linalg and gaussians; coupling;
+one module per paper; batching, barycenters and mixtures on top.
 """
+
 from ._compat import warn_if_deadlocking_jaxlib as _warn_if_deadlocking_jaxlib
+from ._discrete import (
+    DiscreteOT,
+    discrete_ot,
+)
 from ._version import __version__ as __version__
 from .barycenter import (
     bures_barycenter,
@@ -54,6 +60,14 @@ from .linalg import (
     sym,
     trace_fn,
 )
+from .mixtures import (
+    GaussianMixture,
+    MixtureOT,
+    fit_gmm,
+    mixture_barycenter,
+    mixture_ot,
+    mixture_wasserstein2,
+)
 from .sde import (
     LinearSDE,
     bridge_marginal,
@@ -83,11 +97,15 @@ __all__ = [
     "check_problem",
     "correlation_reference",
     "Coupling",
+    "discrete_ot",
+    "DiscreteOT",
     "entropic_barycenter",
     "entropic_barycenter_residual",
     "entropic_ot",
     "EntropicOT",
+    "fit_gmm",
     "Gaussian",
+    "GaussianMixture",
     "gaussian_sinkhorn",
     "inv_sqrtm",
     "isotropic_terms",
@@ -96,6 +114,10 @@ __all__ = [
     "LinearGaussianKernel",
     "LinearSDE",
     "mccann_interpolation",
+    "mixture_barycenter",
+    "mixture_ot",
+    "mixture_wasserstein2",
+    "MixtureOT",
     "monge_map",
     "ou_kernel",
     "pairwise",

@@ -9,7 +9,9 @@ import pytest
 EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
 
 
-@pytest.mark.parametrize("name", ["fit_gaussian_sinkhorn", "learn_linear_map", "gmm_fit"])
+@pytest.mark.parametrize(
+    "name", ["fit_gaussian_sinkhorn", "learn_linear_map", "gmm_fit", "mixture_transport"]
+)
 def test_example_quick(name, tmp_path):
     res = subprocess.run(
         [sys.executable, str(EXAMPLES / f"{name}.py"), "--quick", "--out", str(tmp_path)],
