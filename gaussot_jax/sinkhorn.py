@@ -37,7 +37,7 @@ from jaxtyping import Array, Float
 from . import _checks
 from .bridge import SchrodingerBridge, _bridge, check_problem, reference_weight
 from .gaussians import Gaussian, LinearGaussianKernel
-from .linalg import sqrtm, sym
+from .linalg import _eigh_psd, sqrtm, sym
 
 __all__ = ["SinkhornTrace", "gaussian_sinkhorn", "sinkhorn_fixed_point"]
 
@@ -267,8 +267,8 @@ def _stein_factors(tau, S1, S2, W):
     F, back_tau = _round_parts(tau, S1, S2, W)
     Q = sym(W.T @ back_tau @ W)
     L = jnp.linalg.cholesky(sym(F))
-    z, V = jnp.linalg.eigh(sym(L.T @ Q @ L))
-    z = jnp.clip(z, 0.0, 1.0)
+    z, V = _eigh_psd(L.T @ Q @ L)  # clipped at 0; scalar Jacobi for d <= 3
+    z = jnp.minimum(z, 1.0)
     H = 1.0 / (1.0 - z[:, None] * z[None, :])
     return L @ V, V.T @ L.T @ Q, H
 
@@ -329,15 +329,16 @@ def sinkhorn_fixed_point(
     def f(tau):
         return _cov_round(tau, S1, S2, W) - tau
 
-    def body(tau, _):
-        return _cov_round(tau, S1, S2, W), None
+    # Forward: the iteration on stop_gradient'ed inputs (never traced by autodiff).
+    # custom_root then only attaches the implicit derivative at that point (its solve is
+    # the identity), so the tangent solve can close over the converged tau.
+    S1n, S2n, Wn, tau0 = (jax.lax.stop_gradient(x) for x in (S1, S2, W, kernel.tau))
 
-    # Forward: the iteration, not differentiated. custom_root then only attaches the
-    # implicit derivative at that point (its solve is the identity), so the tangent solve
-    # can close over the converged tau.
-    sg = jax.lax.stop_gradient
-    tau_n = sg(jax.lax.scan(body, kernel.tau, None, length=num_iters)[0])
-    factors = _stein_factors(tau_n, sg(S1), sg(S2), sg(W))
+    def body(tau, _):
+        return _cov_round(tau, S1n, S2n, Wn), None
+
+    tau_n = jax.lax.scan(body, tau0, None, length=num_iters)[0]
+    factors = _stein_factors(tau_n, S1n, S2n, Wn)
     tau = jax.lax.custom_root(
         f, tau_n, lambda _, t: t, functools.partial(_stein_tangent_solve, factors)
     )

@@ -64,7 +64,7 @@ from jaxtyping import Array, Float
 from . import _checks
 from .coupling import solve_coupling
 from .gaussians import ScaledGaussian
-from .linalg import psd_fn, sym, trace_fn
+from .linalg import _eigh_psd, psd_fn, sym, trace_fn
 
 __all__ = ["UnbalancedEntropicOT", "unbalanced_entropic_ot"]
 
@@ -153,10 +153,11 @@ def _cross(At, Bt, sigma2, tau):
 def _sylvester_factors(At, Bt, sigma2, tau):
     """``(F, G, g, s0)`` of the closed-form solve above (primal values, not differentiated)."""
     s0 = 0.5 * sigma2
-    b, U = jnp.linalg.eigh(sym(Bt))
-    Bh = (U * jnp.sqrt(jnp.maximum(b, 0.0))) @ U.T
-    k, V = jnp.linalg.eigh(sym(Bh @ At @ Bh))
-    g = jnp.sqrt(jnp.maximum(k, 0.0) / tau + s0**2)
+    # _eigh_psd: eigenvalues clipped at 0; scalar Jacobi for d <= 3 (no LAPACK call)
+    b, U = _eigh_psd(Bt)
+    Bh = (U * jnp.sqrt(b)) @ U.T
+    k, V = _eigh_psd(Bh @ At @ Bh)
+    g = jnp.sqrt(k / tau + s0**2)
     F = Bh @ V
     G = (At @ F) / (tau * (g + s0))
     return F, G, g, s0
