@@ -26,6 +26,8 @@ the bridge): linearising, ``dY -> K dY K`` and ``e -> K e`` with ``K = r (I + r)
 
 from __future__ import annotations
 
+import functools
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -35,7 +37,7 @@ from jaxtyping import Array, Float
 from . import _checks
 from .bridge import SchrodingerBridge, _bridge, check_problem, reference_weight
 from .gaussians import Gaussian, LinearGaussianKernel
-from .linalg import sqrtm, sym
+from .linalg import _eigh_psd, sqrtm, sym
 
 __all__ = ["SinkhornTrace", "gaussian_sinkhorn", "sinkhorn_fixed_point"]
 
@@ -230,26 +232,73 @@ def gaussian_sinkhorn(
 # every coupling of eta and mu is fixed by IPF), so I - d(round) is singular along W.
 # With W held as a parameter the covariance part is a contraction in tau alone:
 #   F(tau; S1, S2, W) = tau-part of round((0, tau W^T, tau)),   tau* = F(tau*),
-# whose linearisation has spectral radius rate < 1, so I - dF is invertible and the
-# implicit function theorem gives  dtau* = (I - dF)^{-1} (dF/dS1 dS1 + dF/dS2 dS2 +
-# dF/dW dW). ``lax.custom_root`` applies it; the linear solve materialises the
-# (d2^2 x d2^2) Jacobian of the tangent map and solves densely. The means follow
-# explicitly: beta* = tau* W^T, alpha* = m2 - beta* m1.
+# and the implicit function theorem gives  dtau* = (I - dF)^{-1} (dF/dp dp), applied by
+# ``lax.custom_root``. The means follow explicitly: beta* = tau* W^T, alpha* = m2 - beta* m1.
+#
+# The tangent solve in closed form. In precisions, a Gaussian coupling whose y | x kernel
+# is (tau W^T x, tau) has the x-block Lam11 = S1^{-1} + W tau W^T and the off-diagonal
+# block -W; one round keeps x | y (Lam11, -W) and refits the y-marginal to S2, so
+#   F(tau)^{-1} = S2^{-1} + W^T Lam11^{-1} W,      Lam11^{-1} = Cov(x | y) = back.tau.
+# Differentiating in tau (dLam11 = W dtau W^T):  dF = F Q dtau Q F = K dtau K^T with
+# Q = W^T Lam11^{-1} W (PSD) and K = F Q, at ANY tau (converged or not). F is positive
+# definite; with F = L L^T (Cholesky) K = L Z L^{-1}, Z = L^T Q L = V diag(z) V^T,
+# z in [0, 1) (K's eigenvalues are rho_i^2, the squared canonical correlations).
+# ``f`` symmetrises tau, so its linearisation is  g(x) = K sym(x) K^T - x: the
+# antisymmetric part of a right-hand side y is -x's, and the symmetric part solves the
+# Stein equation K xs K^T - xs = ys, i.e. xs = -sum_{n>=0} K^n ys K^{nT}. With T = L V
+# (K = T diag(z) T^{-1}) and P = diag(z) T^{-1} = V^T L^T Q (no inverse):
+#   xs = -ys - T [(P ys P^T) o H] T^T,         H_ij = 1 / (1 - z_i z_j),
+# and for the transpose g^T(c) = K^T sym(c) K - c (reverse mode):
+#   xs = -ys - P^T [(T^T ys T) o H] P.
+# Two O(d^3) factorisations (Cholesky of F, eigh of Z), no inverse, H <= 1/(1 - rate).
+# It is posed as ``lax.custom_linear_solve`` with matvec g (JAX's linearisation of f) and
+# this closed form as its solve on stop_gradient'ed coefficients, so higher orders
+# differentiate g and never the eigendecomposition.
 # --------------------------------------------------------------------------------------
 def _cov_round(tau: Array, S1: Array, S2: Array, W: Array) -> Array:
+    return _round_parts(tau, S1, S2, W)[0]
+
+
+def _round_parts(tau: Array, S1: Array, S2: Array, W: Array) -> tuple[Array, Array]:
+    """``(F(tau), Cov(x | y))`` of one round from the kernel ``(0, sym(tau) W^T, sym(tau))``."""
     d1, d2 = W.shape
     zeros1, zeros2 = jnp.zeros(d1, S1.dtype), jnp.zeros(d2, S2.dtype)
-    theta = LinearGaussianKernel(zeros2, tau @ W.T, sym(tau), validate=False)
-    new, _ = _round(
+    tau = sym(tau)
+    theta = LinearGaussianKernel(zeros2, tau @ W.T, tau, validate=False)
+    new, back = _round(
         theta, Gaussian(zeros1, S1, validate=False), Gaussian(zeros2, S2, validate=False)
     )
-    return new.tau
+    return new.tau, back.tau
 
 
-def _dense_tangent_solve(g, y):
-    shape = y.shape
-    J = jax.jacfwd(lambda v: g(v.reshape(shape)).ravel())(jnp.zeros(y.size, y.dtype))
-    return jnp.linalg.solve(J, y.ravel()).reshape(shape)
+def _stein_factors(tau, S1, S2, W):
+    """``(T, P, H)`` of the closed-form tangent solve above (primal values only)."""
+    F, back_tau = _round_parts(tau, S1, S2, W)
+    Q = sym(W.T @ back_tau @ W)
+    L = jnp.linalg.cholesky(sym(F))
+    z, V = _eigh_psd(L.T @ Q @ L)  # clipped at 0; scalar Jacobi for d <= 3
+    z = jnp.minimum(z, 1.0)
+    H = 1.0 / (1.0 - z[:, None] * z[None, :])
+    return L @ V, V.T @ L.T @ Q, H
+
+
+def _stein_solve(factors, y, transpose: bool):
+    T, P, H = factors
+    ys = sym(y)
+    if transpose:
+        xs = -ys - P.T @ ((T.T @ ys @ T) * H) @ P
+    else:
+        xs = -ys - T @ ((P @ ys @ P.T) * H) @ T.T
+    return xs - (y - ys)
+
+
+def _stein_tangent_solve(factors, g, y):
+    return jax.lax.custom_linear_solve(
+        g,
+        y,
+        solve=lambda _, b: _stein_solve(factors, b, transpose=False),
+        transpose_solve=lambda _, b: _stein_solve(factors, b, transpose=True),
+    )
 
 
 def sinkhorn_fixed_point(
@@ -261,7 +310,9 @@ def sinkhorn_fixed_point(
     ``F(tau) = Bayes(mu, Bayes(eta, (0, tau W^T, tau))).tau`` (``W = beta^T tau_0^{-1}``,
     invariant along the iteration) from ``tau_0 = kernel.tau``; the derivative solves the
     linearised fixed-point equation ``(I - dF) dtau* = dF/dp dp`` (implicit function
-    theorem, ``lax.custom_root``) instead of unrolling the loop. Then
+    theorem, ``lax.custom_root``) instead of unrolling the loop; that solve is a closed
+    form (a Stein equation ``K X K^T - X = Y`` in the eigenbasis of ``L^T Q L``, see the
+    comment above ``_cov_round``), O(d^3) and exact at every order. Then
     ``beta* = tau* W^T`` and ``alpha* = m2 - beta* m1``. Converged, it equals
     ``schrodinger_bridge(eta, mu, kernel).forward``; use it when only iteration (not the
     closed form) is wanted, e.g. to check one against the other.
@@ -287,13 +338,19 @@ def sinkhorn_fixed_point(
     def f(tau):
         return _cov_round(tau, S1, S2, W) - tau
 
-    def solve(f, tau0):
-        def body(tau, _):
-            return f(tau) + tau, None
+    # Forward: the iteration on stop_gradient'ed inputs (never traced by autodiff).
+    # custom_root then only attaches the implicit derivative at that point (its solve is
+    # the identity), so the tangent solve can close over the converged tau.
+    S1n, S2n, Wn, tau0 = (jax.lax.stop_gradient(x) for x in (S1, S2, W, kernel.tau))
 
-        return jax.lax.scan(body, tau0, None, length=num_iters)[0]
+    def body(tau, _):
+        return _cov_round(tau, S1n, S2n, Wn), None
 
-    tau = jax.lax.custom_root(f, kernel.tau, solve, _dense_tangent_solve)
+    tau_n = jax.lax.scan(body, tau0, None, length=num_iters)[0]
+    factors = _stein_factors(tau_n, S1n, S2n, Wn)
+    tau = jax.lax.custom_root(
+        f, tau_n, lambda _, t: t, functools.partial(_stein_tangent_solve, factors)
+    )
     tau = sym(tau)
     beta = tau @ W.T
     return LinearGaussianKernel(mu.mean - beta @ eta.mean, beta, tau, validate=False)

@@ -46,7 +46,10 @@ Derivation of the form used here (every step checked against direct minimisation
   (docs/core.md) for the pair ``(At, Bt)`` with ``W = w I``, ``w = 1/(sigma^2 tau^{1/2})``,
   scaled by ``tau^{-1/2}``: no inverse, exact at singular ``At, Bt``. Its derivative solves
   ``S dC + dC S = d(At Bt)/tau - ...`` with ``S = C + sigma^2/2 I`` (eigenvalues
-  ``>= sigma^2/2``), so the plan's gradient is finite at singular ``A, B`` as well.
+  ``>= sigma^2/2``), so the plan's gradient is finite at singular ``A, B`` as well. The
+  solve is a closed form in the eigenbasis of ``Bt^{1/2} At Bt^{1/2}`` (O(d^3), no inverse;
+  derived above ``_cross``), posed as ``lax.custom_linear_solve`` so that every order of
+  derivative is exact.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ from jaxtyping import Array, Float
 from . import _checks
 from .coupling import solve_coupling
 from .gaussians import ScaledGaussian
-from .linalg import psd_fn, sym, trace_fn
+from .linalg import _eigh_psd, psd_fn, sym, trace_fn
 
 __all__ = ["UnbalancedEntropicOT", "unbalanced_entropic_ot"]
 
@@ -125,8 +128,32 @@ def _mass_summand(k, eps, gamma):
 # instead gives the Sylvester equation
 #     S dC + dC S = dK/tau - (dtau/tau^2) K - dsigma^2 C,   S = C + sigma^2/2 I,
 # with dK = dAt Bt + At dBt. S has the eigenvalues (k_i/tau + sigma^4/4)^{1/2} >= sigma^2/2,
-# so no two sum to 0 and the solve is finite for every PSD At, Bt. It is linear in the
-# tangents (a dense solve of the d^2 x d^2 Kronecker form), so reverse mode transposes it.
+# so no two sum to 0 and the solve is finite for every PSD At, Bt.
+#
+# The solve in closed form, O(d^3), no inverse (exact for singular At AND Bt). Let
+# s0 = sigma^2/2, Bh = Bt^{1/2}, M = Bh At Bh = V diag(k) V^T, g = (k/tau + s0^2)^{1/2} and
+#     F = Bh V,   G = At F diag(1 / (tau (g + s0))),   so   C = G F^T,   F^T G = diag(g - s0)
+# (C = At Bh h(M) Bh is the core solver's form; F^T G = diag(k h(k)) = diag(g - s0)).
+# S = s0 I + G F^T with F^T G diagonal is "diagonal up to a low-rank-like term": Woodbury
+# gives the resolvent  (z - S)^{-1} = I/(z - s0) + G diag(1/((z - s0)(z - g_j))) F^T, hence
+# every function  f(S) = f(s0) I + G diag(f[s0, g_j]) F^T  (first divided differences,
+# confluent where g_j = s0: no 1/(g_j - s0) survives). In particular
+#     e^{-tS} = e^{-t s0} I + G diag((e^{-t g_j} - e^{-t s0}) / (g_j - s0)) F^T,
+# and X = int_0^inf e^{-tS} R e^{-tS} dt (which solves S X + X S = R, spec S > 0) is,
+# integrating term by term,
+#     X = R/(2 s0) - G diag(w) F^T R - R G diag(w) F^T + G [(F^T R G) o Gam] F^T,
+#     w_j = 1 / (2 s0 (s0 + g_j)),
+#     Gam_ij = (g_i + g_j + 2 s0) / (2 s0 (s0 + g_i)(s0 + g_j)(g_i + g_j)),
+# every denominator >= s0^2 > 0. Nothing here divides by a singular value of At^{1/2} Bh
+# (the eigenbasis of S, E = At^{1/2} P, is never formed: it is ill-conditioned where At
+# and Bt are nearly singular, while this form is not). The transposed operator
+# Y -> S^T Y + Y S^T is solved by transposing: solve(R^T)^T.
+#
+# It is posed as lax.custom_linear_solve with matvec X -> S X + X S (S from the primal C,
+# itself this custom_jvp function), and the closed form as its (never differentiated)
+# solve on stop_gradient'ed coefficients: the tangent is linear in the tangents, reverse
+# mode transposes it, and every higher order differentiates the matvec, never an
+# eigendecomposition (the same pattern as linalg.sqrtm's Sylvester solve).
 # --------------------------------------------------------------------------------------
 @jax.custom_jvp
 def _cross(At, Bt, sigma2, tau):
@@ -135,19 +162,44 @@ def _cross(At, Bt, sigma2, tau):
     return solve_coupling(At, Bt, w * eye).cross_cov / jnp.sqrt(tau)
 
 
+def _sylvester_factors(At, Bt, sigma2, tau):
+    """``(F, G, g, s0)`` of the closed-form solve above (primal values, not differentiated)."""
+    s0 = 0.5 * sigma2
+    # _eigh_psd: eigenvalues clipped at 0; scalar Jacobi for d <= 3 (no LAPACK call)
+    b, U = _eigh_psd(Bt)
+    Bh = (U * jnp.sqrt(b)) @ U.T
+    k, V = _eigh_psd(Bh @ At @ Bh)
+    g = jnp.sqrt(k / tau + s0**2)
+    F = Bh @ V
+    G = (At @ F) / (tau * (g + s0))
+    return F, G, g, s0
+
+
+def _sylvester_solve(factors, R):
+    """``X`` with ``S X + X S = R``, ``S = s0 I + G F^T``, ``F^T G`` diagonal (see above)."""
+    F, G, g, s0 = factors
+    w = 1.0 / (2.0 * s0 * (s0 + g))
+    gi, gj = g[:, None], g[None, :]
+    gam = (gi + gj + 2.0 * s0) * (2.0 * s0) * (w[:, None] * w[None, :]) / (gi + gj)
+    FR, RG = F.T @ R, R @ G
+    return R / (2.0 * s0) - (G * w) @ FR - (RG * w) @ F.T + G @ ((FR @ G) * gam) @ F.T
+
+
 @_cross.defjvp
 def _cross_jvp(primals, tangents):
     At, Bt, sigma2, tau = primals
     dAt, dBt, dsigma2, dtau = tangents
     C = _cross(At, Bt, sigma2, tau)
-    d = At.shape[-1]
-    eye = jnp.eye(d, dtype=At.dtype)
     K = At @ Bt
     rhs = (dAt @ Bt + At @ dBt) / tau - (dtau / tau**2) * K - dsigma2 * C
-    S = C + 0.5 * sigma2 * eye
-    # row-major vec: vec(S X) = (S ⊗ I) vec X, vec(X S) = (I ⊗ S^T) vec X
-    L = jnp.kron(S, eye) + jnp.kron(eye, S.T)
-    dC = jnp.linalg.solve(L, rhs.reshape(d * d)).reshape(d, d)
+    S = C + 0.5 * sigma2 * jnp.eye(At.shape[-1], dtype=At.dtype)
+    factors = _sylvester_factors(*(jax.lax.stop_gradient(p) for p in primals))
+    dC = jax.lax.custom_linear_solve(
+        lambda X: S @ X + X @ S,
+        rhs,
+        solve=lambda _, R: _sylvester_solve(factors, R),
+        transpose_solve=lambda _, R: _sylvester_solve(factors, R.T).T,
+    )
     return C, dC
 
 

@@ -192,3 +192,129 @@ def test_example_quick(tmp_path):
     assert out.returncode == 0, out.stderr
     pngs = sorted(f.name for f in tmp_path.glob("*.png"))
     assert len(pngs) == 4, pngs
+
+
+# ---------------------------------------------------------------- the implicit tangent solve
+# sinkhorn_fixed_point's derivative solves (I - dF) dtau* = dF/dp dp, a system of size
+# n = d2^2, in closed form (a Stein equation). The oracle is the rule it replaced: the
+# Jacobian of the linearised map materialised and solved densely. A backward error of
+# n eps in either gives a forward error <= n eps cond(J), so the tolerance is
+# 8 n eps cond(J) with cond(J) computed; beta of deficient rank makes W singular (Q of
+# deficient rank, some z_i = 0), which the closed form must handle as the dense one does.
+def _dense_fixed_point(eta, mu, kernel, num_iters):
+    from gaussot_jax.bridge import reference_weight
+    from gaussot_jax.sinkhorn import _cov_round
+
+    S1, S2, W = eta.cov, mu.cov, reference_weight(kernel)
+
+    def f(tau):
+        return _cov_round(tau, S1, S2, W) - tau
+
+    def solve(f, tau0):
+        return jax.lax.scan(lambda t, _: (f(t) + t, None), tau0, None, length=num_iters)[0]
+
+    def dense(g, y):
+        J = jax.jacfwd(lambda v: g(v.reshape(y.shape)).ravel())(jnp.zeros(y.size, y.dtype))
+        return jnp.linalg.solve(J, y.ravel()).reshape(y.shape)
+
+    tau = gj.sym(jax.lax.custom_root(f, kernel.tau, solve, dense))
+    beta = tau @ W.T
+    return gj.LinearGaussianKernel(mu.mean - beta @ eta.mean, beta, tau, validate=False)
+
+
+def _fixed_point_problem(rng, d1, d2, rank):
+    p = random_problem(rng, d1, d2, tau_scale=0.7)
+    if rank < min(d1, d2):
+        U, s, Vt = np.linalg.svd(p["beta"])
+        s[rank:] = 0.0
+        p["beta"] = (U[:, : len(s)] * s) @ Vt[: len(s)]
+    return p
+
+
+def _fixed_point_loss(p, rng, fn, num_iters):
+    d2 = len(p["m2"])
+    P, Pb = rng.normal(size=(d2, d2)), rng.normal(size=p["beta"].shape)
+
+    def loss(S1, S2, beta, tau):
+        k = fn(
+            gj.Gaussian(jnp.asarray(p["m1"]), S1, validate=False),
+            gj.Gaussian(jnp.asarray(p["m2"]), S2, validate=False),
+            gj.LinearGaussianKernel(jnp.asarray(p["alpha"]), beta, tau, validate=False),
+            num_iters,
+        )
+        return jnp.sum(P * k.tau) + jnp.sum(Pb * k.beta) + jnp.sum(k.alpha**2)
+
+    args = tuple(jnp.asarray(p[k]) for k in ("S1", "S2", "beta", "tau"))
+    sym_dir = lambda n: (lambda X: X + X.T)(rng.normal(size=(n, n)))  # noqa: E731
+    dirs = (sym_dir(len(p["m1"])), sym_dir(d2), rng.normal(size=p["beta"].shape), sym_dir(d2))
+    return loss, args, tuple(map(jnp.asarray, dirs))
+
+
+@pytest.mark.parametrize("d1, d2, rank", [(2, 2, 2), (4, 4, 2), (6, 6, 6), (3, 5, 3), (5, 3, 1)])
+def test_fixed_point_tangent_matches_dense_solve(rng, d1, d2, rank):
+    from gaussot_jax.bridge import reference_weight
+    from gaussot_jax.sinkhorn import _cov_round, _stein_factors, _stein_tangent_solve
+
+    p = _fixed_point_problem(rng, d1, d2, rank)
+    n = 200
+    eta, mu, kernel = make(p)
+    S1, S2, W = eta.cov, mu.cov, reference_weight(kernel)
+    tau = gj.sinkhorn_fixed_point(eta, mu, kernel, n).tau
+
+    def f(t):
+        return _cov_round(t, S1, S2, W) - t
+
+    _, g = jax.linearize(f, tau)
+    J = np.asarray(jax.jacfwd(lambda v: g(v.reshape(d2, d2)).ravel())(jnp.zeros(d2 * d2)))
+    cond = np.linalg.cond(J)
+    factors = _stein_factors(tau, S1, S2, W)
+
+    def solve(y):
+        return _stein_tangent_solve(factors, g, y)
+
+    # the solve and its transpose (what reverse mode uses), on general (not symmetric)
+    # right-hand sides: the tangent space of f is all d2 x d2 matrices
+    y = jnp.asarray(rng.normal(size=(d2, d2)))
+    want = np.linalg.solve(J, np.asarray(y).ravel()).reshape(d2, d2)
+    want_t = np.linalg.solve(J.T, np.asarray(y).ravel()).reshape(d2, d2)
+    (got_t,) = jax.linear_transpose(solve, y)(y)
+    for got, ref in ((solve(y), want), (got_t, want_t)):
+        bound = 8 * d2 * d2 * np.finfo(np.float64).eps * cond * np.abs(ref).max()
+        np.testing.assert_allclose(got, ref, rtol=0, atol=bound)
+
+    # end to end: the tangent of tau* (both rules see the same right-hand side)
+    dirs = _fixed_point_loss(p, rng, gj.sinkhorn_fixed_point, n)[2]
+
+    def tau_star(fn, S1, S2, beta, tau0):
+        k = gj.LinearGaussianKernel(kernel.alpha, beta, tau0, validate=False)
+        e, m = (gj.Gaussian(x.mean, c, validate=False) for x, c in ((eta, S1), (mu, S2)))
+        return fn(e, m, k, n).tau
+
+    args = (S1, S2, kernel.beta, kernel.tau)
+    got, ref = (
+        jax.jit(lambda *a, fn=fn: jax.jvp(lambda *b: tau_star(fn, *b), a, dirs)[1])(*args)
+        for fn in (gj.sinkhorn_fixed_point, _dense_fixed_point)
+    )
+    bound = 8 * d2 * d2 * np.finfo(np.float64).eps * cond * np.abs(ref).max()
+    np.testing.assert_allclose(got, ref, rtol=0, atol=bound)
+
+
+@pytest.mark.parametrize("rank", [3, 1])
+def test_fixed_point_derivatives_match_central_differences(rng, rank):
+    # forward, reverse and jvp-of-grad against central differences (h = 1e-5: error
+    # O(h^2) + eps/h, ~1e-10 relative), with invertible and with rank-1 beta
+    p = _fixed_point_problem(rng, 3, 3, rank)
+    loss, args, dirs = _fixed_point_loss(p, rng, gj.sinkhorn_fixed_point, 200)
+    h = 1e-5
+    shift = lambda s: [a + s * v for a, v in zip(args, dirs)]  # noqa: E731
+    fl = jax.jit(loss)
+    fd = (fl(*shift(h)) - fl(*shift(-h))) / (2 * h)
+    grad = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3)))
+    rev = sum(jnp.sum(g * v) for g, v in zip(grad(*args), dirs))
+    fwd = jax.jit(lambda *a: jax.jvp(loss, a, dirs)[1])(*args)
+    np.testing.assert_allclose(fwd, fd, rtol=1e-7)
+    np.testing.assert_allclose(rev, fd, rtol=1e-7)
+    hvp = jax.jit(lambda *a: jax.jvp(lambda *b: grad(*b), a, dirs)[1])(*args)
+    for hv, gp, gm in zip(hvp, grad(*shift(h)), grad(*shift(-h))):
+        fdh = (gp - gm) / (2 * h)
+        np.testing.assert_allclose(hv, fdh, rtol=1e-6, atol=1e-6 * np.abs(fdh).max())

@@ -348,3 +348,145 @@ def test_example_runs(tmp_path):
         timeout=120,
     )
     assert (tmp_path / "unbalanced_mass.png").stat().st_size > 1000
+
+
+# ---------------------------------------------------------------- the tangent solve of C
+# C = (At Bt/tau + sigma^4/4 I)^{1/2} - sigma^2/2 I has its derivative from the Sylvester
+# equation S dC + dC S = R, S = C + sigma^2/2 I, solved in closed form (O(d^3)). The
+# oracle is the rule it replaced: the dense d^2 x d^2 Kronecker solve. Both solve one
+# linear system L x = r of size n = d^2; a backward error of n eps in either gives the
+# forward error bound n eps cond(L) (the closed form is a product of O(1) factors whose
+# round-off is of that size too), so the tolerance is 8 n eps cond(L), cond(L) computed.
+def sym(X):
+    return 0.5 * (X + X.T)
+
+
+def _psd_of_rank(rng, d, rank, scale):
+    X = rng.normal(size=(d, rank))
+    return scale * X @ X.T / max(rank, 1)
+
+
+def _dense_cross_tangent(At, Bt, sigma2, tau, dAt, dBt, dsigma2, dtau):
+    from gaussot_jax.unbalanced import _cross
+
+    d = At.shape[0]
+    eye = np.eye(d)
+    C = np.asarray(_cross(At, Bt, sigma2, tau))
+    rhs = (dAt @ Bt + At @ dBt) / tau - (dtau / tau**2) * (At @ Bt) - dsigma2 * C
+    S = C + 0.5 * sigma2 * eye
+    L = np.kron(S, eye) + np.kron(eye, S.T)  # row-major vec(S X + X S)
+    return np.linalg.solve(L, rhs.reshape(-1)).reshape(d, d), np.linalg.cond(L)
+
+
+@pytest.mark.parametrize(
+    "d, rank_a, rank_b",
+    [(2, 2, 2), (3, 1, 1), (3, 3, 0), (4, 4, 2), (5, 2, 3), (6, 6, 6), (6, 3, 3)],
+)
+def test_cross_tangent_matches_dense_sylvester_solve(rng, d, rank_a, rank_b):
+    from gaussot_jax.unbalanced import _cross
+
+    eps, gam = 0.6, 1.4
+    sigma2, lam, tau = eps / 2, (eps + gam) / 2, gam / (gam + eps)
+    # At = (gam/2) A (A + lam)^{-1} has eigenvalues in [0, gam/2)
+    At, Bt = (
+        0.5 * gam * A @ np.linalg.inv(A + lam * np.eye(d))
+        for A in (_psd_of_rank(rng, d, rank_a, 2.0), _psd_of_rank(rng, d, rank_b, 0.7))
+    )
+    At, Bt = (0.5 * (X + X.T) for X in (At, Bt))
+    sym_dir = lambda: (lambda X: X + X.T)(rng.normal(size=(d, d)))  # noqa: E731
+    tangents = (sym_dir(), sym_dir(), 0.3, -0.2)
+    primals = (At, Bt, sigma2, tau)
+    want, cond = _dense_cross_tangent(*primals, *tangents)
+    bound = 8 * d * d * np.finfo(np.float64).eps * cond * np.abs(want).max()
+
+    jp, jt = tuple(map(jnp.asarray, primals)), tuple(map(jnp.asarray, tangents))
+    C, dC = jax.jvp(_cross, jp, jt)
+    np.testing.assert_allclose(dC, want, rtol=0, atol=bound)
+    # reverse mode is the transpose of the same rule: <ct, dC> = sum_i <grad_i, t_i>
+    ct = rng.normal(size=(d, d))
+    grads = jax.grad(lambda *p: jnp.sum(ct * _cross(*p)), argnums=(0, 1, 2, 3))(*jp)
+    pairing = sum(float(jnp.sum(g * t)) for g, t in zip(grads, jt))
+    np.testing.assert_allclose(pairing, np.sum(ct * want), rtol=0, atol=bound * np.abs(ct).sum())
+
+
+def test_cross_second_order_exact_at_rank_deficient(rng):
+    # Rank-1 At and Bt (d = 3, repeated zero eigenvalues): C is analytic in At Bt there, so
+    # its second derivative is finite; the jvp-of-jvp (which differentiates the tangent
+    # solve's matvec, never an eigendecomposition) must match one-sided differences of
+    # the first derivative along PSD directions (At + h E stays PSD for h >= 0).
+    from gaussot_jax.unbalanced import _cross
+
+    d, sigma2, tau = 3, jnp.asarray(0.3), jnp.asarray(0.7)
+    At, Bt = (jnp.asarray(_psd_of_rank(rng, d, 1, 0.4)) for _ in range(2))
+    E, G = (jnp.asarray(_psd_of_rank(rng, d, d, 0.5)) for _ in range(2))
+
+    def first(At, Bt):  # d C [E, G]
+        return jax.jvp(lambda a, b: _cross(a, b, sigma2, tau), (At, Bt), (E, G))[1]
+
+    second = jax.jvp(first, (At, Bt), (E, G))[1]
+    assert np.all(np.isfinite(second))
+    h = 1e-5
+    f0, f1, f2 = (first(At + t * E, Bt + t * G) for t in (0.0, h, 2 * h))
+    fd = (-3 * f0 + 4 * f1 - f2) / (2 * h)
+    # one-sided 3-point rule: error O(h^2 |d^3 C|) + eps |dC| / h, ~1e-10 at these scales
+    np.testing.assert_allclose(second, fd, rtol=1e-6, atol=1e-6 * np.abs(fd).max())
+
+
+def _plan_scalar(d, rng):
+    P = jnp.asarray(rng.normal(size=(2 * d, 2 * d)))
+    v = jnp.asarray(rng.normal(size=2 * d))
+    mean_a, mean_b = (jnp.asarray(rng.normal(size=d)) for _ in range(2))
+
+    def f(A, B, eps, gam):
+        out = gj.unbalanced_entropic_ot(
+            gj.ScaledGaussian(1.2, mean_a, A, validate=False),
+            gj.ScaledGaussian(0.8, mean_b, B, validate=False),
+            eps,
+            gam,
+        )
+        return jnp.sum(P * out.plan.cov) + out.plan.mass + v @ out.plan.mean
+
+    return f
+
+
+def test_plan_derivatives_match_central_differences(rng):
+    # forward, reverse and second order of a scalar of the whole plan, every input,
+    # against central differences (error O(h^2) + eps/h: ~1e-10 relative at h = 1e-5)
+    d = 4
+    f = _plan_scalar(d, rng)
+    args = (jnp.asarray(random_spd(rng, d, 5.0)), jnp.asarray(0.7 * random_spd(rng, d, 5.0)),
+            jnp.asarray(0.6), jnp.asarray(1.4))  # fmt: skip
+    dirs = (jnp.asarray(sym(rng.normal(size=(d, d)))), jnp.asarray(sym(rng.normal(size=(d, d)))),
+            jnp.asarray(0.3), jnp.asarray(-0.5))  # fmt: skip
+    h = 1e-5
+    fl = jax.jit(f)
+    shift = lambda s: [a + s * v for a, v in zip(args, dirs)]  # noqa: E731
+    fd = (fl(*shift(h)) - fl(*shift(-h))) / (2 * h)
+    fwd = jax.jit(lambda *a: jax.jvp(f, a, dirs)[1])(*args)
+    grads = jax.jit(jax.grad(f, argnums=(0, 1, 2, 3)))(*args)
+    rev = sum(jnp.sum(g * v) for g, v in zip(grads, dirs))
+    np.testing.assert_allclose(fwd, fd, rtol=1e-7)
+    np.testing.assert_allclose(rev, fd, rtol=1e-7)
+    # Hessian-vector product (jvp of grad) against central differences of the gradient
+    grad = jax.jit(jax.grad(f, argnums=(0, 1, 2, 3)))
+    hvp = jax.jit(lambda *a: jax.jvp(lambda *b: grad(*b), a, dirs)[1])(*args)
+    for hv, gp, gm in zip(hvp, grad(*shift(h)), grad(*shift(-h))):
+        fdh = (gp - gm) / (2 * h)
+        np.testing.assert_allclose(hv, fdh, rtol=1e-6, atol=1e-6 * np.abs(fdh).max())
+
+
+def test_plan_gradient_runs_at_d256(rng):
+    # The dense rule needed a (d^2 x d^2) = 34 GB matrix here; the closed form is O(d^3).
+    # value_and_grad must be finite and its directional derivative match a central
+    # difference (h = 1e-5: truncation ~1e-10, round-off eps |f| / h ~1e-8 absolute).
+    d = 256
+    f = _plan_scalar(d, rng)
+    A, B = jnp.asarray(random_spd(rng, d, 10.0)), jnp.asarray(0.5 * random_spd(rng, d, 10.0))
+    eps, gam = jnp.asarray(0.5), jnp.asarray(1.0)
+    value, (gA, gB) = jax.jit(jax.value_and_grad(f, argnums=(0, 1)))(A, B, eps, gam)
+    assert np.isfinite(value) and np.all(np.isfinite(gA)) and np.all(np.isfinite(gB))
+    E = jnp.asarray(sym(rng.normal(size=(d, d)))) / np.sqrt(d)
+    h = 1e-5
+    fl = jax.jit(f)
+    fd = (fl(A + h * E, B - h * E, eps, gam) - fl(A - h * E, B + h * E, eps, gam)) / (2 * h)
+    np.testing.assert_allclose(jnp.sum(gA * E) - jnp.sum(gB * E), fd, rtol=1e-6)
