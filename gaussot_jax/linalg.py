@@ -515,6 +515,7 @@ def _frechet_single(S, *operands, f, method, n_args, k):
 # batch, one (size, in_axes) per vmap level, outermost first; each operand carries a
 # leading axis for each level where its in_axes entry is 0.
 _frechet_p = Primitive("gaussot_psd_frechet")
+_NOT_MAPPED = getattr(batching, "not_mapped", None)  # None in jax >= 0.10
 
 
 def _frechet_impl(*operands, f, method, n_args, k, batch):
@@ -524,10 +525,34 @@ def _frechet_impl(*operands, f, method, n_args, k, batch):
     return fn(*operands)
 
 
+def _output_sharding(S, batch):
+    """The output's sharding: S's partitioning of each batch level (if any), matrices whole.
+
+    Without it the output would carry the empty mesh of the trace context, and ops that
+    combine it with sharded operands fail under ``jit`` (jax 0.9).
+    """
+    sharding = getattr(S, "sharding", None)
+    spec = getattr(sharding, "spec", None)
+    if sharding is None or spec is None or not hasattr(sharding, "update"):
+        return None
+    spec = tuple(spec) + (None,) * (S.ndim - len(tuple(spec)))
+    entries, pos = [], 0
+    for _, axes in batch:
+        if axes[0] == 0:  # S carries this level's axis
+            entries.append(spec[pos])
+            pos += 1
+        else:
+            entries.append(None)
+    return sharding.update(spec=type(sharding.spec)(*entries, None, None))
+
+
 def _frechet_abstract(*operands, f, method, n_args, k, batch):
     vma = frozenset().union(*(getattr(x, "vma", frozenset()) for x in operands))
     shape = tuple(size for size, _ in batch) + tuple(operands[0].shape[-2:])
-    return ShapedArray(shape, operands[0].dtype, vma=vma)
+    sharding = _output_sharding(operands[0], batch)
+    if sharding is None:
+        return ShapedArray(shape, operands[0].dtype, vma=vma)
+    return ShapedArray(shape, operands[0].dtype, sharding=sharding, vma=vma)
 
 
 def _frechet_bind(operands, axes, **params):
@@ -595,10 +620,10 @@ def _frechet_transpose(ct, *operands, f, method, n_args, k, batch):
 
 
 def _frechet_batch(operands, dims, *, f, method, n_args, k, batch):
-    none = batching.not_mapped
+    none = _NOT_MAPPED
     moved = [x if b is none else jnp.moveaxis(x, b, 0) for x, b in zip(operands, dims)]
-    size = next(x.shape[0] for x, b in zip(moved, dims) if b is not batching.not_mapped)
-    axes = tuple(None if b is batching.not_mapped else 0 for b in dims)
+    size = next(x.shape[0] for x, b in zip(moved, dims) if b is not _NOT_MAPPED)
+    axes = tuple(None if b is _NOT_MAPPED else 0 for b in dims)
     new = ((size, axes), *batch)
     return _frechet_p.bind(*moved, f=f, method=method, n_args=n_args, k=k, batch=new), 0
 
