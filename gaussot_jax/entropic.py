@@ -275,6 +275,10 @@ def entropic_ot(
         >>> ref = gj.correlation_reference(mu, nu, 0.9 * jnp.eye(2))
         >>> biased_less = gj.entropic_ot(mu, nu, 0.1, reference=ref).cost
     """
+    from . import lowrank  # lazy: lowrank builds on this module
+
+    if lowrank.involves(mu, nu):
+        return lowrank.lowrank_entropic_ot(mu, nu, epsilon, reference)
     check_pair(mu, nu)
     eps = _check_epsilon(epsilon, mu.mean.dtype)
     if reference is not None:
@@ -360,6 +364,10 @@ def sinkhorn_divergence(mu: Gaussian, nu: Gaussian, epsilon) -> Float[Array, ""]
     Non-negative, zero iff ``mu = nu`` (MATH.md §3), differentiable everywhere including
     singular covariances. Three trace functions; no plan is formed.
     """
+    from . import lowrank  # lazy: lowrank builds on this module
+
+    if lowrank.involves(mu, nu):
+        return lowrank.lowrank_sinkhorn_divergence(mu, nu, epsilon)
     check_pair(mu, nu)
     eps = _check_epsilon(epsilon, mu.mean.dtype)
     # OT(mu,nu) - OT(mu,mu)/2 - OT(nu,nu)/2: the traces cancel exactly, leaving the three
