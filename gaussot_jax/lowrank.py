@@ -53,7 +53,7 @@ from . import _checks
 from .bures import bures_wasserstein2
 from .entropic import _check_epsilon, entropic_ot, sinkhorn_divergence
 from .gaussians import Gaussian, ScaledGaussian
-from .linalg import sym
+from .linalg import sym, trace_fn
 from .unbalanced import unbalanced_entropic_ot
 
 __all__ = [
@@ -347,6 +347,10 @@ def _split(red: _Reduced, fn) -> Array:
     return total
 
 
+def _sqrt(x):
+    return jnp.sqrt(x)
+
+
 def _sq_dist(mu, nu) -> Array:
     return jnp.sum((mu.mean - nu.mean) ** 2)
 
@@ -355,8 +359,11 @@ def lowrank_bures_wasserstein2(mu: LowRankGaussian, nu: LowRankGaussian) -> Floa
     r"""``W2^2`` between low-rank-plus-isotropic Gaussians in ``O(d k^2)`` (MATH.md §8).
 
     ``||a - b||^2 + W2^2(N(0, A_r), N(0, B_r)) + (d - r)(sqrt(s_a) - sqrt(s_b))^2`` (module
-    docstring); :func:`gaussot_jax.bures_wasserstein2` dispatches here for such pairs. As for
-    the dense form, the gradient is infinite where a noise is 0 and the other is not.
+    docstring); :func:`gaussot_jax.bures_wasserstein2` dispatches here for such pairs. Where a
+    noise is exactly 0, say ``s_a``, it uses ``Tr (A^{1/2} B A^{1/2})^{1/2} = Tr (U_a^T B
+    U_a)^{1/2}`` instead (a ``k_a x k_a`` matrix, no round-off-sized eigenvalue under a square
+    root; chosen by ``lax.cond``, so under ``vmap`` both forms run). As for the dense form, the
+    gradient in the noise is infinite where one noise is 0 and the other is not.
 
     Example:
         >>> import jax.numpy as jnp, gaussot_jax as gj
@@ -368,7 +375,32 @@ def lowrank_bures_wasserstein2(mu: LowRankGaussian, nu: LowRankGaussian) -> Floa
     dense = _pair(mu, nu)
     if dense is not None:
         return bures_wasserstein2(*dense)
-    return _sq_dist(mu, nu) + _split(_reduce(mu, nu), bures_wasserstein2)
+    dtype = jnp.result_type(mu.mean, nu.mean)
+    Ua, Ub = mu.factor.astype(dtype), nu.factor.astype(dtype)
+    sa, sb = mu.noise.astype(dtype), nu.noise.astype(dtype)
+    d = mu.dim
+
+    def generic():
+        return _split(_reduce(mu, nu), bures_wasserstein2)
+
+    def singular(U, V, s_other):
+        # A = U U^T exactly (zero noise): the nonzero eigenvalues of AB are those of the
+        # k_a x k_a matrix U^T B U, so Tr (A^{1/2} B A^{1/2})^{1/2} = Tr (U^T B U)^{1/2}. The
+        # reduced r x r problem would instead take square roots of the round-off-sized
+        # eigenvalues of its singular A_r (sqrt(eps)-accurate only, as the dense W2 is).
+        tr = jnp.sum(U**2) + jnp.sum(V**2) + d * s_other
+        if U.shape[1] == 0:
+            return tr
+        UV = U.T @ V
+        X = sym(UV @ UV.T + s_other * (U.T @ U))
+        return tr - 2.0 * trace_fn(_sqrt, X, jnp.eye(U.shape[1], dtype=dtype))
+
+    value = jax.lax.cond(
+        sa == 0,
+        lambda: singular(Ua, Ub, sb),
+        lambda: jax.lax.cond(sb == 0, lambda: singular(Ub, Ua, sa), generic),
+    )
+    return _sq_dist(mu, nu) + value
 
 
 def lowrank_entropic_ot(
