@@ -168,8 +168,9 @@ class LowRankGaussian(eqx.Module):
         logdet = d * jnp.log(s)
         if k:
             L = jnp.linalg.cholesky(sym(U.T @ U) + s * jnp.eye(k, dtype=U.dtype))
-            z = jax.scipy.linalg.solve_triangular(L, (u @ U)[..., None], lower=True)[..., 0]
-            quad = quad - jnp.sum(z**2, axis=-1)
+            p = (u @ U).reshape(-1, k)
+            z = jax.scipy.linalg.solve_triangular(L, p.T, lower=True)
+            quad = quad - jnp.sum(z**2, axis=0).reshape(quad.shape)
             logdet = (d - k) * jnp.log(s) + 2.0 * jnp.sum(jnp.log(jnp.diag(L)))
         return -0.5 * (d * _LOG_2PI + quad / s + logdet)
 
