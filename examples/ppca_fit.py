@@ -6,7 +6,8 @@ matrix). A rank-8 model ``N(m, U U^T + s I)`` is trained with optax on the Sinkh
 to it (``--loss w2`` for W2^2); each step costs O(d k^2) through the joint-subspace reduction
 (MATH.md §8). A dense d x d float64 covariance here would be 800 MB, its square root minutes.
 The figure shows the loss and the model's spectrum (eigenvalues of ``U^T U + s``) against the
-target's.
+target's and the ground truth's (the sample PPCA overestimates the small variances by about
+``noise * d / n``: n << d, the Marchenko–Pastur bias).
 
 Run: python examples/ppca_fit.py --out /tmp/figs [--quick] [--loss w2]
 """
