@@ -14,7 +14,9 @@ dimensions: 1 is linear in d (expected: O(d k^2)).
 """
 
 import argparse
+import pathlib
 import statistics
+import sys
 import time
 
 import jax
@@ -22,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 jax.config.update("jax_enable_x64", True)
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # this checkout's package
 
 import gaussot_jax as gj  # noqa: E402
 
