@@ -51,6 +51,10 @@ def bures_wasserstein2(mu: Gaussian, nu: Gaussian) -> Float[Array, ""]:
         >>> float(gj.bures_wasserstein2(mu, nu))  # 2 + 2 * (2 - 1)^2
         4.0
     """
+    from . import lowrank  # lazy: lowrank builds on this module
+
+    if lowrank.involves(mu, nu):
+        return lowrank.lowrank_bures_wasserstein2(mu, nu)
     check_pair(mu, nu)
     A, B = mu.cov, nu.cov
     cross = trace_fn(_sqrt, A, B)

@@ -289,6 +289,10 @@ def entropic_ot(
         >>> round(float(biased_less), 3)  # closer to W2^2 than the product reference's
         2.419
     """
+    from . import lowrank  # lazy: lowrank builds on this module
+
+    if lowrank.involves(mu, nu):
+        return lowrank.lowrank_entropic_ot(mu, nu, epsilon, reference)
     check_pair(mu, nu)
     eps = _check_epsilon(epsilon, mu.mean.dtype)
     if reference is not None:
@@ -374,6 +378,10 @@ def sinkhorn_divergence(mu: Gaussian, nu: Gaussian, epsilon) -> Float[Array, ""]
     Non-negative, zero iff ``mu = nu`` (docs/jmpc20.md), differentiable everywhere including
     singular covariances. Three trace functions; no plan is formed.
     """
+    from . import lowrank  # lazy: lowrank builds on this module
+
+    if lowrank.involves(mu, nu):
+        return lowrank.lowrank_sinkhorn_divergence(mu, nu, epsilon)
     check_pair(mu, nu)
     eps = _check_epsilon(epsilon, mu.mean.dtype)
     # OT(mu,nu) - OT(mu,mu)/2 - OT(nu,nu)/2: the traces cancel exactly, leaving the three

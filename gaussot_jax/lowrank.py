@@ -1,0 +1,536 @@
+r"""Low-rank-plus-isotropic Gaussians: closed forms in high dimension (MATH.md §8).
+
+A :class:`LowRankGaussian` is ``N(a, U U^T + s I)`` on ``R^d`` with ``U`` of shape ``(d, k)``.
+For a pair ``A = U_a U_a^T + s_a I``, ``B = U_b U_b^T + s_b I`` stack ``M = [U_a, U_b]``
+(``d x k``, ``k = k_a + k_b``) and take a thin QR factorisation ``M = Z F``: ``Z`` (``d x r``,
+``r = min(d, k)``) has orthonormal columns and ``F`` is ``r x k``. Householder QR gives an
+orthonormal ``Z`` also when ``M`` is rank-deficient (dependent or identical factors), and
+``span(Z)`` contains ``span(M)``, which is all the reduction needs:
+
+    A = Z (F_a F_a^T + s_a I_r) Z^T + s_a (I - Z Z^T),   F_a = F[:, :k_a]   (B alike)
+
+so ``A`` and ``B`` map ``span(Z)`` into itself and are the scalars ``s_a``, ``s_b`` on its
+complement. Every matrix built from ``A``, ``B`` by products, sums, inverses and square roots
+splits the same way; for a scalar ``g``,
+``Tr g(AB) = Tr g(A_r B_r) + (d - r) g(s_a s_b)`` with ``A_r = F_a F_a^T + s_a I_r``. Hence
+
+    W2^2    = ||a - b||^2 + W2^2(N(0, A_r), N(0, B_r)) + (d - r) (sqrt(s_a) - sqrt(s_b))^2
+    OT_eps  = ||a - b||^2 + OT_eps(N(0, A_r), N(0, B_r)) + (d - r) OT_eps(N(0, s_a), N(0, s_b))
+    S_eps   = ||a - b||^2 + S_eps(N(0, A_r), N(0, B_r)) + (d - r) S_eps(N(0, s_a), N(0, s_b))
+
+(the mean enters these only through ``||a - b||^2``, so it needs no projection), each
+``r``-dimensional and 1-D term computed by the dense functions unchanged. The entropic
+cross-covariance and map matrix are ``Z C_r Z^T + c (I - Z Z^T)`` (:class:`SubspaceOperator`).
+Unbalanced OT ([JMPC20, Thm 2]): its cost ``gamma (m_a + m_b - 2 m_pi) + eps (m_a m_b - m_pi)``
+is not additive over coordinates, but ``log m_pi`` is: in the form of
+:mod:`gaussot_jax.unbalanced`, ``log m_pi = (log m_a + log m_b - u^T X^{-1} u / 2) / (1 + tau)
++ [terms additive over an invariant splitting: d, logdet, Tr g(At Bt)]``, ``u = b - a``,
+``X = A + B + lam I``, ``tau = gamma / (gamma + eps)``. So ``log m_pi`` is the unit-mass,
+zero-mean log-mass of the ``r``-dimensional problem plus ``d - r`` times that of the 1-D one,
+plus the mass and mean term, ``u^T X^{-1} u`` by the Woodbury identity.
+
+Cost ``O(d k^2)`` time and ``O(d k)`` memory; no ``d x d`` matrix.
+
+Derivatives. The values above are ``O(d)``-invariant functions of ``(M, s_a, s_b)``, hence
+functions ``phi(G)`` of the Gram matrix ``G = M^T M = F^T F`` alone, and the reduced
+computation ``psi(F)`` equals ``phi(F^T F)`` for *every* ``F``. So any tangent ``dF`` with
+``F^T dF + dF^T F = dG = dM^T M + M^T dM`` gives the exact derivative
+``dpsi = phi'(G)[dG]``; ``dF = Z^T dM`` is one (``M = Z F``), linear in ``dM``, and needs no
+derivative of ``Z`` — which does not exist where ``M`` loses rank (identical factors), while
+the values are smooth there. :func:`joint_factor` carries this rule. The factored outputs
+(``cross_cov``, ``entropic_map``) use ``Z`` itself, differentiated by JAX's QR rule: exact
+where ``M`` has full column rank.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from . import _checks
+from .bures import bures_wasserstein2
+from .entropic import _check_epsilon, entropic_ot, sinkhorn_divergence
+from .gaussians import Gaussian, ScaledGaussian
+from .linalg import sym, trace_fn
+from .unbalanced import unbalanced_entropic_ot
+
+__all__ = [
+    "LowRankEntropicOT",
+    "LowRankGaussian",
+    "LowRankUnbalancedOT",
+    "SubspaceOperator",
+    "joint_factor",
+    "lowrank_bures_wasserstein2",
+    "lowrank_entropic_ot",
+    "lowrank_sinkhorn_divergence",
+    "lowrank_unbalanced_entropic_ot",
+]
+
+_LOG_2PI = 1.8378770664093453
+
+MIXED_MAX_DIM = 2048
+"""A low-rank/dense pair is computed densely (``to_dense()``) up to this dimension."""
+
+
+class LowRankGaussian(eqx.Module):
+    r"""``N(mean, factor factor^T + noise I)`` on ``R^d``, stored in ``O(d k)``.
+
+    The probabilistic-PCA model (Tipping & Bishop 1999). :func:`gaussot_jax.bures_wasserstein2`,
+    :func:`gaussot_jax.entropic_ot` and :func:`gaussot_jax.sinkhorn_divergence` accept pairs of
+    them and cost ``O(d k^2)`` (module docstring, MATH.md §8).
+
+    Args:
+        mean: ``(..., d)``.
+        factor: ``(..., d, k)``; ``k = 0`` (isotropic) allowed.
+        noise: scalar ``>= 0`` (``(...)`` for a batch); ``0`` gives a rank-``k`` covariance.
+        validate: check values (finite, ``noise >= 0``) when they are concrete; under ``jit``
+            use :meth:`checked`.
+
+    Example:
+        >>> import jax.numpy as jnp, gaussot_jax as gj
+        >>> lr = gj.LowRankGaussian(jnp.zeros(1000), jnp.ones((1000, 2)), 0.5)
+        >>> lr.dim, lr.rank
+        (1000, 2)
+    """
+
+    mean: Float[Array, "*batch d"]
+    factor: Float[Array, "*batch d k"]
+    noise: Float[Array, "*batch"]
+
+    def __init__(self, mean, factor, noise, *, validate: bool = True):
+        mean, factor, noise = _checks.common_float(mean, factor, noise)
+        if mean.ndim < 1:
+            raise ValueError(f"mean must have shape (..., d), got {mean.shape}")
+        if factor.ndim != mean.ndim + 1 or factor.shape[:-1] != mean.shape:
+            raise ValueError(
+                f"factor must have shape (..., d, k) matching mean {mean.shape}, "
+                f"got {factor.shape}"
+            )
+        if noise.shape != mean.shape[:-1]:
+            raise ValueError(
+                f"noise must have the batch shape {mean.shape[:-1]} of mean (a scalar for a "
+                f"single Gaussian), got {noise.shape}"
+            )
+        if validate:
+            _checks.check_finite("mean", mean)
+            _checks.check_finite("factor", factor)
+            _checks.check_finite("noise", noise)
+            if _checks.is_concrete(noise) and not bool(jnp.all(noise >= 0)):
+                raise ValueError(f"noise must be >= 0, got {noise}")
+        self.mean, self.factor, self.noise = mean, factor, noise
+
+    @property
+    def dim(self) -> int:
+        """Dimension ``d``."""
+        return self.mean.shape[-1]
+
+    @property
+    def rank(self) -> int:
+        """Number of columns ``k`` of the factor."""
+        return self.factor.shape[-1]
+
+    def checked(self) -> LowRankGaussian:
+        """The same Gaussian with its value checks as ``eqx.error_if`` (use under jit)."""
+        mean = _checks.error_if_not_finite("mean", self.mean)
+        factor = _checks.error_if_not_finite("factor", self.factor)
+        noise = _checks.error_if_not_finite("noise", self.noise)
+        noise = eqx.error_if(noise, ~jnp.all(noise >= 0), "noise must be >= 0")
+        return LowRankGaussian(mean, factor, noise, validate=False)
+
+    def to_dense(self) -> Gaussian:
+        """The same measure as a dense :class:`Gaussian` (a ``d x d`` covariance)."""
+        U = self.factor
+        eye = jnp.eye(self.dim, dtype=U.dtype)
+        cov = jnp.einsum("...ik,...jk->...ij", U, U) + self.noise[..., None, None] * eye
+        return Gaussian(self.mean, sym(cov), validate=False)
+
+    def sample(self, key: PRNGKeyArray, shape: tuple[int, ...] = ()) -> Array:
+        """Samples ``mean + U z_1 + sqrt(noise) z_2`` of shape ``(*shape, d)`` (differentiable)."""
+        k1, k2 = jax.random.split(key)
+        dtype = self.mean.dtype
+        z1 = jax.random.normal(k1, (*shape, self.rank), dtype=dtype)
+        z2 = jax.random.normal(k2, (*shape, self.dim), dtype=dtype)
+        return self.mean + z1 @ self.factor.T + jnp.sqrt(self.noise) * z2
+
+    def log_prob(self, x: Float[Array, "... d"]) -> Array:
+        r"""Log-density at points ``x`` of shape ``(..., d)`` (needs ``noise > 0``).
+
+        Woodbury and the matrix determinant lemma with ``K = noise I_k + U^T U = L L^T``:
+        ``u^T Sigma^{-1} u = (||u||^2 - ||L^{-1} U^T u||^2) / noise`` and
+        ``logdet Sigma = (d - k) log noise + 2 sum log diag L``. ``O(d k)`` per point.
+        """
+        s, U = self.noise, self.factor
+        d, k = self.dim, self.rank
+        u = x - self.mean
+        quad = jnp.sum(u**2, axis=-1)
+        logdet = d * jnp.log(s)
+        if k:
+            L = jnp.linalg.cholesky(sym(U.T @ U) + s * jnp.eye(k, dtype=U.dtype))
+            p = (u @ U).reshape(-1, k)
+            z = jax.scipy.linalg.solve_triangular(L, p.T, lower=True)
+            quad = quad - jnp.sum(z**2, axis=0).reshape(quad.shape)
+            logdet = (d - k) * jnp.log(s) + 2.0 * jnp.sum(jnp.log(jnp.diag(L)))
+        return -0.5 * (d * _LOG_2PI + quad / s + logdet)
+
+    @classmethod
+    def from_samples(cls, x: Float[Array, "n d"], rank: int) -> LowRankGaussian:
+        r"""The probabilistic-PCA maximum-likelihood fit (Tipping & Bishop 1999).
+
+        With ``l_1 >= ... >= l_d`` the eigenvalues of the sample covariance (``1/n``
+        normalisation, the empirical measure's) and ``V_k`` the leading eigenvectors:
+        ``noise = (l_{k+1} + ... + l_d) / (d - k)`` and
+        ``factor = V_k diag(l_1 - noise, ..., l_k - noise)^{1/2}`` (MATH.md §8). Computed from
+        a thin SVD of the centred ``(n, d)`` samples, ``O(n d min(n, d))``: for ``n << d``
+        no ``d x d`` matrix is formed (``sum_i l_i = ||x - mean||_F^2 / n``).
+
+        Args:
+            x: ``(n, d)`` samples.
+            rank: ``k``, with ``0 <= k < d`` and ``k <= n``.
+
+        Example:
+            >>> import jax, gaussot_jax as gj
+            >>> x = jax.random.normal(jax.random.PRNGKey(0), (50, 10_000))
+            >>> gj.LowRankGaussian.from_samples(x, 8).factor.shape
+            (10000, 8)
+        """
+        x = _checks.as_float(x)
+        if x.ndim != 2:
+            raise ValueError(f"x must have shape (n, d), got {x.shape}")
+        n, d = x.shape
+        if not isinstance(rank, int) or not 0 <= rank < d or rank > n:
+            raise ValueError(f"rank must be an int with 0 <= rank < d={d} and <= n={n}, got {rank}")
+        mean = jnp.mean(x, axis=0)
+        xc = x - mean
+        _, sv, Vt = jnp.linalg.svd(xc, full_matrices=False)
+        lam = sv**2 / n
+        total = jnp.sum(xc**2) / n
+        noise = jnp.maximum(total - jnp.sum(lam[:rank]), 0.0) / (d - rank)
+        factor = Vt[:rank].T * jnp.sqrt(jnp.maximum(lam[:rank] - noise, 0.0))
+        return cls(mean, factor, noise, validate=False)
+
+
+class SubspaceOperator(eqx.Module):
+    """The ``d x d`` matrix ``basis core basis^T + scalar (I - basis basis^T)``, in ``O(d r)``.
+
+    ``basis`` has orthonormal columns; results on :class:`LowRankGaussian` pairs (cross
+    covariances, map matrices) have this form.
+    """
+
+    basis: Float[Array, "d r"]
+    core: Float[Array, "r r"]
+    scalar: Float[Array, ""]
+
+    def apply(self, x: Float[Array, "... d"]) -> Array:
+        """``matrix @ x`` for points of shape ``(..., d)``."""
+        p = x @ self.basis
+        return self.scalar * x + (p @ self.core.T - self.scalar * p) @ self.basis.T
+
+    def to_dense(self) -> Float[Array, "d d"]:
+        """The ``d x d`` matrix (small ``d`` only)."""
+        Z = self.basis
+        eye = jnp.eye(Z.shape[0], dtype=Z.dtype)
+        return Z @ self.core @ Z.T + self.scalar * (eye - Z @ Z.T)
+
+
+class LowRankEntropicOT(eqx.Module):
+    """Result of :func:`lowrank_entropic_ot`: value, cross-covariance and entropic map."""
+
+    cost: Float[Array, ""]
+    """The optimal value ``OT_eps(mu, nu)``."""
+    cross_cov: SubspaceOperator
+    """``C = Cov(x, y)`` under the optimal plan, factored."""
+    map_matrix: SubspaceOperator
+    """``T`` of the entropic map ``x -> E[y | x] = b + T (x - a)``, factored."""
+    map_offset: Float[Array, " d"]
+    """``b - T a``."""
+    epsilon: Float[Array, ""]
+    """The regularisation strength."""
+
+    def entropic_map(self, x: Float[Array, "... d"]) -> Array:
+        """The barycentric projection ``E_plan[y | x]`` at points ``(..., d)``."""
+        return self.map_matrix.apply(x) + self.map_offset
+
+
+class LowRankUnbalancedOT(eqx.Module):
+    """Result of :func:`lowrank_unbalanced_entropic_ot`: value and transported mass."""
+
+    cost: Float[Array, ""]
+    """The optimal value ``UOT`` (with its mass terms)."""
+    log_mass: Float[Array, ""]
+    """``log m_pi``, the plan's log-mass."""
+
+
+@jax.custom_jvp
+def joint_factor(M: Float[Array, "d k"]) -> Float[Array, "r k"]:
+    r"""``F`` of a thin QR ``M = Z F``, with the tangent ``dF = Z^T dM``.
+
+    ``F^T F = M^T M`` and ``dF`` solves ``F^T dF + dF^T F = d(M^T M)``: the exact derivative of
+    every function of ``F`` that depends on ``F^T F`` only (module docstring), finite also
+    where ``M`` is rank-deficient (then ``F`` itself is not differentiable).
+    """
+    return jnp.linalg.qr(M)[1]
+
+
+@joint_factor.defjvp
+def _joint_factor_jvp(primals, tangents):
+    (M,), (dM,) = primals, tangents
+    Z, F = jnp.linalg.qr(M)
+    return F, Z.T @ dM
+
+
+def involves(mu, nu) -> bool:
+    """True when either argument is a :class:`LowRankGaussian` (dispatch test)."""
+    return isinstance(mu, LowRankGaussian) or isinstance(nu, LowRankGaussian)
+
+
+def _pair(mu, nu, names=("mu", "nu")):
+    """Validate a pair; returns ``None`` for a low-rank pair, else the dense pair (mixed)."""
+    for name, g in zip(names, (mu, nu)):
+        if not isinstance(g, LowRankGaussian | Gaussian):
+            raise ValueError(
+                f"{name} must be a LowRankGaussian or a Gaussian, got {type(g).__name__}"
+            )
+        if g.mean.ndim != 1:
+            raise ValueError(
+                f"{name} must be a single {type(g).__name__} (not a batch), got mean shape "
+                f"{g.mean.shape}; use jax.vmap for batches"
+            )
+    if mu.dim != nu.dim:
+        raise ValueError(f"dimensions differ: {names[0]} has d={mu.dim}, {names[1]} d={nu.dim}")
+    if isinstance(mu, LowRankGaussian) and isinstance(nu, LowRankGaussian):
+        return None
+    if mu.dim > MIXED_MAX_DIM:
+        raise ValueError(
+            f"a LowRankGaussian paired with a dense Gaussian at d={mu.dim} > {MIXED_MAX_DIM}: "
+            "there is no low-rank reduction for a dense covariance; pass two LowRankGaussians "
+            "(e.g. LowRankGaussian.from_samples) or call .to_dense() on purpose"
+        )
+    dense = [g.to_dense() if isinstance(g, LowRankGaussian) else g for g in (mu, nu)]
+    return tuple(dense)
+
+
+class _Reduced(eqx.Module):
+    A: Array  # r x r, zero-mean reduced covariances
+    B: Array
+    sa: Array
+    sb: Array
+    n_perp: int = eqx.field(static=True)  # d - r, the complement's dimension
+
+
+def _reduce(mu: LowRankGaussian, nu: LowRankGaussian) -> _Reduced:
+    dtype = jnp.result_type(mu.mean, nu.mean)
+    Ua, Ub = mu.factor.astype(dtype), nu.factor.astype(dtype)
+    sa, sb = mu.noise.astype(dtype), nu.noise.astype(dtype)
+    ka, k = mu.rank, mu.rank + nu.rank
+    if k == 0:
+        empty = jnp.zeros((0, 0), dtype)
+        return _Reduced(empty, empty, sa, sb, mu.dim)
+    F = joint_factor(jnp.concatenate([Ua, Ub], axis=1))
+    r = F.shape[0]
+    eye = jnp.eye(r, dtype=dtype)
+    Fa, Fb = F[:, :ka], F[:, ka:]
+    return _Reduced(sym(Fa @ Fa.T) + sa * eye, sym(Fb @ Fb.T) + sb * eye, sa, sb, mu.dim - r)
+
+
+def _split(red: _Reduced, fn) -> Array:
+    """``fn`` on the reduced pair plus ``d - r`` times ``fn`` on the 1-D pair (zero means)."""
+    total = 0.0
+    if red.A.shape[0]:
+        z = jnp.zeros(red.A.shape[0], red.A.dtype)
+        total = fn(Gaussian(z, red.A, validate=False), Gaussian(z, red.B, validate=False))
+    if red.n_perp:
+        z = jnp.zeros(1, red.sa.dtype)
+        g_a = Gaussian(z, red.sa[None, None], validate=False)
+        g_b = Gaussian(z, red.sb[None, None], validate=False)
+        total = total + red.n_perp * fn(g_a, g_b)
+    return total
+
+
+def _sqrt(x):
+    return jnp.sqrt(x)
+
+
+def _sq_dist(mu, nu) -> Array:
+    return jnp.sum((mu.mean - nu.mean) ** 2)
+
+
+def lowrank_bures_wasserstein2(mu: LowRankGaussian, nu: LowRankGaussian) -> Float[Array, ""]:
+    r"""``W2^2`` between low-rank-plus-isotropic Gaussians in ``O(d k^2)`` (MATH.md §8).
+
+    ``||a - b||^2 + W2^2(N(0, A_r), N(0, B_r)) + (d - r)(sqrt(s_a) - sqrt(s_b))^2`` (module
+    docstring); :func:`gaussot_jax.bures_wasserstein2` dispatches here for such pairs. Where a
+    noise is exactly 0, say ``s_a``, it uses ``Tr (A^{1/2} B A^{1/2})^{1/2} = Tr (U_a^T B
+    U_a)^{1/2}`` instead (a ``k_a x k_a`` matrix, no round-off-sized eigenvalue under a square
+    root; chosen by ``lax.cond``, so under ``vmap`` both forms run). As for the dense form, the
+    gradient in the noise is infinite where one noise is 0 and the other is not.
+
+    Example:
+        >>> import jax.numpy as jnp, gaussot_jax as gj
+        >>> d = 100_000
+        >>> mu = gj.LowRankGaussian(jnp.zeros(d), jnp.ones((d, 1)) / 100, 1.0)
+        >>> nu = gj.LowRankGaussian(jnp.zeros(d), jnp.zeros((d, 0)), 4.0)
+        >>> w2 = gj.bures_wasserstein2(mu, nu)
+    """
+    dense = _pair(mu, nu)
+    if dense is not None:
+        return bures_wasserstein2(*dense)
+    dtype = jnp.result_type(mu.mean, nu.mean)
+    Ua, Ub = mu.factor.astype(dtype), nu.factor.astype(dtype)
+    sa, sb = mu.noise.astype(dtype), nu.noise.astype(dtype)
+    d = mu.dim
+
+    def generic():
+        return _split(_reduce(mu, nu), bures_wasserstein2)
+
+    def singular(U, V, s_other):
+        # A = U U^T exactly (zero noise): the nonzero eigenvalues of AB are those of the
+        # k_a x k_a matrix U^T B U, so Tr (A^{1/2} B A^{1/2})^{1/2} = Tr (U^T B U)^{1/2}. The
+        # reduced r x r problem would instead take square roots of the round-off-sized
+        # eigenvalues of its singular A_r (sqrt(eps)-accurate only, as the dense W2 is).
+        tr = jnp.sum(U**2) + jnp.sum(V**2) + d * s_other
+        if U.shape[1] == 0:
+            return tr
+        UV = U.T @ V
+        X = sym(UV @ UV.T + s_other * (U.T @ U))
+        return tr - 2.0 * trace_fn(_sqrt, X, jnp.eye(U.shape[1], dtype=dtype))
+
+    value = jax.lax.cond(
+        sa == 0,
+        lambda: singular(Ua, Ub, sb),
+        lambda: jax.lax.cond(sb == 0, lambda: singular(Ub, Ua, sa), generic),
+    )
+    return _sq_dist(mu, nu) + value
+
+
+def lowrank_entropic_ot(
+    mu: LowRankGaussian, nu: LowRankGaussian, epsilon, reference=None
+) -> LowRankEntropicOT:
+    r"""Balanced entropic OT [JMPC20, Thm 1] between low-rank-plus-isotropic Gaussians.
+
+    Cost ``||a - b||^2 + OT_eps(N(0, A_r), N(0, B_r)) + (d - r) OT_eps(N(0, s_a), N(0, s_b))``;
+    cross-covariance and entropic-map matrix ``Z M Z^T + c (I - Z Z^T)`` from the same two
+    dense problems (module docstring). :func:`gaussot_jax.entropic_ot` dispatches here.
+    Only the product reference ``mu ⊗ nu``. A mixed low-rank/dense pair (small ``d``) returns
+    the dense :class:`gaussot_jax.EntropicOT`.
+
+    Example:
+        >>> import jax.numpy as jnp, gaussot_jax as gj
+        >>> d = 100_000
+        >>> mu = gj.LowRankGaussian(jnp.zeros(d), jnp.ones((d, 1)) / 100, 1.0)
+        >>> nu = gj.LowRankGaussian(jnp.ones(d), jnp.zeros((d, 0)), 4.0)
+        >>> out = gj.entropic_ot(mu, nu, 0.5)
+        >>> y = out.entropic_map(jnp.zeros(d))
+    """
+    if reference is not None:
+        raise ValueError("reference: only the product reference (None) for LowRankGaussian pairs")
+    dense = _pair(mu, nu)
+    if dense is not None:
+        return entropic_ot(*dense, epsilon)
+    dtype = jnp.result_type(mu.mean, nu.mean)
+    eps = _check_epsilon(epsilon, dtype)
+    red = _reduce(mu, nu)
+    cost = _sq_dist(mu, nu) + _split(red, lambda g, h: entropic_ot(g, h, eps).cost)
+    # Factored matrices: the basis Z itself (JAX's QR derivative, full column rank).
+    d, k = mu.dim, mu.rank + nu.rank
+    if k:
+        Z = jnp.linalg.qr(jnp.concatenate([mu.factor, nu.factor], axis=1).astype(dtype))[0]
+        z = jnp.zeros(Z.shape[1], dtype)
+        g_a, g_b = Gaussian(z, red.A, validate=False), Gaussian(z, red.B, validate=False)
+        out_r = entropic_ot(g_a, g_b, eps)
+        C_r, T_r = out_r.cross_cov, out_r.entropic_map.matrix
+    else:
+        Z = jnp.zeros((d, 0), dtype)
+        C_r = T_r = jnp.zeros((0, 0), dtype)
+    z1 = jnp.zeros(1, dtype)
+    out_1 = entropic_ot(
+        Gaussian(z1, red.sa[None, None], validate=False),
+        Gaussian(z1, red.sb[None, None], validate=False),
+        eps,
+    )
+    cross = SubspaceOperator(Z, C_r, out_1.cross_cov[0, 0])
+    T = SubspaceOperator(Z, T_r, out_1.entropic_map.matrix[0, 0])
+    b = nu.mean.astype(dtype)
+    return LowRankEntropicOT(
+        cost=cost, cross_cov=cross, map_matrix=T, map_offset=b - T.apply(mu.mean), epsilon=eps
+    )
+
+
+def lowrank_sinkhorn_divergence(
+    mu: LowRankGaussian, nu: LowRankGaussian, epsilon
+) -> Float[Array, ""]:
+    r"""Sinkhorn divergence between low-rank-plus-isotropic Gaussians in ``O(d k^2)``.
+
+    ``||a - b||^2 + S_eps(N(0, A_r), N(0, B_r)) + (d - r) S_eps(N(0, s_a), N(0, s_b))``: each
+    of its three ``OT_eps`` terms splits over the joint basis (module docstring).
+    :func:`gaussot_jax.sinkhorn_divergence` dispatches here.
+    """
+    dense = _pair(mu, nu)
+    if dense is not None:
+        return sinkhorn_divergence(*dense, epsilon)
+    eps = _check_epsilon(epsilon, jnp.result_type(mu.mean, nu.mean))
+    div = lambda g, h: sinkhorn_divergence(g, h, eps)  # noqa: E731
+    return _sq_dist(mu, nu) + _split(_reduce(mu, nu), div)
+
+
+def _woodbury_quad(M: Array, s: Array, u: Array) -> Array:
+    """``u^T (M M^T + s I)^{-1} u`` for ``s > 0`` in ``O(d k^2)``."""
+    if M.shape[1] == 0:
+        return jnp.sum(u**2) / s
+    K = sym(M.T @ M) + s * jnp.eye(M.shape[1], dtype=M.dtype)
+    L = jnp.linalg.cholesky(K)
+    z = jax.scipy.linalg.solve_triangular(L, M.T @ u, lower=True)
+    return (jnp.sum(u**2) - jnp.sum(z**2)) / s
+
+
+def lowrank_unbalanced_entropic_ot(
+    a: LowRankGaussian, b: LowRankGaussian, epsilon, gamma, *, masses=(1.0, 1.0)
+) -> LowRankUnbalancedOT:
+    r"""Unbalanced entropic OT [JMPC20, Thm 2] between ``m_a a`` and ``m_b b``, ``O(d k^2)``.
+
+    ``log m_pi = l_r + (d - r) l_1 + (log m_a + log m_b - u^T X^{-1} u / 2) / (1 + tau)`` with
+    ``l_r``, ``l_1`` the log-masses of the unit-mass, zero-mean ``r``-dimensional and 1-D
+    problems (:func:`gaussot_jax.unbalanced_entropic_ot`), ``u = b - a``,
+    ``X = [U_a, U_b][U_a, U_b]^T + (s_a + s_b + lam) I`` (Woodbury), ``lam = (eps + gamma)/2``,
+    ``tau = gamma / (gamma + eps)``; then ``UOT = gamma (m_a + m_b - 2 m_pi) + eps (m_a m_b -
+    m_pi)``. The cost is not additive over coordinates; ``log m_pi`` is (module docstring).
+
+    Args:
+        a: the first measure's shape ``N(a, A)``.
+        b: the second's, ``N(b, B)``.
+        epsilon: ``> 0``.
+        gamma: marginal relaxation ``> 0``.
+        masses: ``(m_a, m_b)``, positive.
+    """
+    dense = _pair(a, b, ("a", "b"))
+    dtype = jnp.result_type(a.mean, b.mean)
+    m_a, m_b = (jnp.asarray(m, dtype) for m in masses)
+    for name, m in (("masses[0]", m_a), ("masses[1]", m_b)):
+        _checks.check_positive(name, m)
+    if dense is not None:
+        da, db = dense
+        out = unbalanced_entropic_ot(
+            ScaledGaussian(m_a, da.mean, da.cov, validate=False),
+            ScaledGaussian(m_b, db.mean, db.cov, validate=False),
+            epsilon,
+            gamma,
+        )
+        return LowRankUnbalancedOT(cost=out.cost, log_mass=out.log_mass)
+    eps = _check_epsilon(epsilon, dtype)
+    gam = jnp.asarray(gamma, dtype)
+    _checks.check_positive("gamma", gam)
+    one = jnp.ones((), dtype)
+
+    def log_mass(g, h):
+        sa, sb = (ScaledGaussian(one, x.mean, x.cov, validate=False) for x in (g, h))
+        return unbalanced_entropic_ot(sa, sb, eps, gam).log_mass
+
+    lam = 0.5 * (eps + gam)
+    M = jnp.concatenate([a.factor, b.factor], axis=1).astype(dtype)
+    quad = _woodbury_quad(M, a.noise + b.noise + lam, (b.mean - a.mean).astype(dtype))
+    rho = (eps + gam) / (eps + 2.0 * gam)  # = 1 / (1 + tau)
+    log_m = _split(_reduce(a, b), log_mass) + rho * (jnp.log(m_a) + jnp.log(m_b) - 0.5 * quad)
+    m_pi = jnp.exp(log_m)
+    cost = gam * (m_a + m_b - 2.0 * m_pi) + eps * (m_a * m_b - m_pi)
+    return LowRankUnbalancedOT(cost=cost, log_mass=log_m)
