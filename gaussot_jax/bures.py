@@ -53,7 +53,7 @@ def _cov_term_trace(A, B):
 
 
 def procrustes_residual(A, B):
-    """``(X - Y U, U)``: ``X = A^{1/2}``, ``Y = B^{1/2}``, ``U`` the polar factor of ``Y X``.
+    """``(X - Y U, U, X)``: ``X = A^{1/2}``, ``Y = B^{1/2}``, ``U`` the polar factor of ``Y X``.
 
     ``||X - Y U||_F^2 = min_U ||A^{1/2} - B^{1/2} U||_F^2`` (module docstring); the two
     square roots are one stacked eigendecomposition, the polar factor one SVD.
@@ -62,12 +62,12 @@ def procrustes_residual(A, B):
     X, Y = jax.vmap(sqrtm)(jnp.stack([sym(A), sym(B)]))
     P, _, Qt = jnp.linalg.svd(Y @ X)
     U = P @ Qt
-    return X - Y @ U, U
+    return X - Y @ U, U, X
 
 
 @jax.custom_jvp
 def _cov_term(A, B):
-    R, _ = procrustes_residual(A, B)
+    R, _, _ = procrustes_residual(A, B)
     return jnp.sum(R * R)
 
 
