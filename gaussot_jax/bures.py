@@ -117,17 +117,18 @@ def bures_wasserstein2(mu: Gaussian, nu: Gaussian) -> Float[Array, ""]:
 
 
 @jax.custom_jvp
-def _sqrt0(x):
+def _sqrt0(x, floor):
     return jnp.sqrt(x)
 
 
 @_sqrt0.defjvp
 def _sqrt0_jvp(primals, tangents):
-    # d sqrt(x) = dx / (2 sqrt x) for x > 0; at x = 0 (mu = nu, the minimum of x >= 0) the
-    # zero subgradient.
-    (x,), (dx,) = primals, tangents
+    # d sqrt(x) = dx / (2 sqrt x) for x > floor; at and below the round-off floor of W2^2
+    # (mu = nu up to round-off, the minimum of x >= 0) the zero subgradient.
+    (x, floor), (dx, _) = primals, tangents
     r = jnp.sqrt(x)
-    return r, jnp.where(x > 0, dx / (2.0 * jnp.where(x > 0, r, 1.0)), 0.0 * dx)
+    big = x > floor
+    return r, jnp.where(big, dx / (2.0 * jnp.where(big, r, 1.0)), 0.0 * dx)
 
 
 def bures_wasserstein(mu: Gaussian, nu: Gaussian) -> Float[Array, ""]:
@@ -135,7 +136,9 @@ def bures_wasserstein(mu: Gaussian, nu: Gaussian) -> Float[Array, ""]:
 
     ``sqrt`` of :func:`bures_wasserstein2` (a sum of squares, so never NaN). Gradient
     ``grad W2^2 / (2 W2)``, finite wherever ``mu != nu``; at ``mu = nu``, where ``W2`` is
-    not differentiable (it is a norm-like function at its minimum), the zero subgradient.
+    not differentiable (it is a norm-like function at its minimum), the zero subgradient
+    (also wherever ``W2^2`` is below its round-off floor ``(4 d eps)^2 (Tr A + Tr B +
+    |a|^2 + |b|^2)``).
 
     Args:
         mu: ``N(a, A)``.
@@ -151,7 +154,11 @@ def bures_wasserstein(mu: Gaussian, nu: Gaussian) -> Float[Array, ""]:
         >>> round(float(gj.bures_wasserstein(mu, nu)), 6)  # sqrt(2 + 2 * (2 - 1)^2)
         2.0
     """
-    return _sqrt0(bures_wasserstein2(mu, nu))
+    # Round-off floor of the sum of squares: ||dX||_F ~ d eps ||A^{1/2}||, squared.
+    info = jnp.finfo(mu.cov.dtype)
+    scale = jnp.trace(mu.cov) + jnp.trace(nu.cov) + jnp.sum(mu.mean**2) + jnp.sum(nu.mean**2)
+    floor = jax.lax.stop_gradient((4.0 * mu.dim * info.eps) ** 2 * scale)
+    return _sqrt0(bures_wasserstein2(mu, nu), floor)
 
 
 def monge_map(mu: Gaussian, nu: Gaussian) -> AffineMap:
