@@ -30,6 +30,7 @@ from .bridge import (
     schrodinger_bridge,
 )
 from .bures import (
+    bures_wasserstein,
     bures_wasserstein2,
     mccann_interpolation,
     monge_map,
@@ -104,6 +105,7 @@ __all__ = [
     "brownian_kernel",
     "bures_barycenter",
     "bures_barycenter_residual",
+    "bures_wasserstein",
     "bures_wasserstein2",
     "check_problem",
     "correlation_reference",

@@ -244,19 +244,40 @@ def _barycenter_cov(covs, w, eps, *, debiased: bool, tol: float, max_iter: int) 
 
     params = (covs, w) if eps is None else (covs, w, eps)
     S = sym(_implicit(grad_fn, solve, *params))
-    return eqx.error_if(
+    S = eqx.error_if(
         S,
         ~jnp.all(jnp.isfinite(S)),
         "the barycenter's fixed point diverged (for the biased entropic barycenter: "
         "epsilon too large, the minimiser is singular; use debiased=True)",
     )
+    residual = _residual(jax.lax.stop_gradient(S), covs, w, eps, debiased)
+    return S, jax.lax.stop_gradient(residual)
+
+
+# At a converged fixed point the relative residual is about the last relative change
+# (<= tol) times 1 / (1 - contraction); sqrt(tol) allows contractions up to 1 - sqrt(tol).
+# An iterate that stopped at max_iter far from a fixed point (the biased entropic
+# barycenter once its minimiser is singular: S -> 0 geometrically) has a residual of
+# order one. ValueError on concrete input, eqx.error_if under jit.
+_NOT_CONVERGED = (
+    "the barycenter's fixed point did not converge in max_iter iterations (relative "
+    "residual {r}); for the biased entropic barycenter this means epsilon is too large "
+    "(>= 2 lambda_max of the inputs at the latest): the minimiser is singular, use "
+    "debiased=True"
+)
 
 
 def _barycenter(gaussians, weights, eps, *, debiased, tol, max_iter) -> Gaussian:
     means, covs, w = _check_inputs(gaussians, weights)
     tol = _default_tol(tol, means.dtype, 0.75)
     max_iter = _check_max_iter(max_iter)
-    S = _barycenter_cov(covs, w, eps, debiased=debiased, tol=tol, max_iter=max_iter)
+    S, residual = _barycenter_cov(covs, w, eps, debiased=debiased, tol=tol, max_iter=max_iter)
+    limit = float(np.sqrt(tol))
+    if _checks.is_concrete(residual):
+        if not float(residual) <= limit:
+            raise ValueError(_NOT_CONVERGED.format(r=f"{float(residual):.3g}"))
+    else:
+        S = eqx.error_if(S, ~(residual <= limit), _NOT_CONVERGED.format(r="> sqrt(tol)"))
     return Gaussian(w @ means, S, validate=False)
 
 
@@ -357,7 +378,8 @@ def entropic_barycenter(
     Both tend to :func:`bures_barycenter` as ``epsilon -> 0`` (biased: error
     ``O(eps)``; debiased: ``O(eps^2)``). The biased barycenter shrinks (one input of
     variance ``a`` in 1-D: ``a - eps/2``) and is singular (at the latest) once
-    ``epsilon >= 2 lambda_max(sum_i w_i A_i)``, where the iteration fails with an error;
+    ``epsilon >= 2 lambda_max(sum_i w_i A_i)``, where the iteration does not converge
+    and a ``ValueError`` is raised (``eqx.error_if`` under ``jit``);
     the debiased one does not shrink (with one input it returns that input).
 
     Args:

@@ -2,10 +2,25 @@ r"""Bures–Wasserstein geometry: the unregularised (``eps = 0``) case, docs/bur
 
 W2^2 = ||a - b||^2 + Tr A + Tr B - 2 Tr (A^{1/2} B A^{1/2})^{1/2}
 T(x) = b + A^{-1/2} (A^{1/2} B A^{1/2})^{1/2} A^{-1/2} (x - a)
+
+The value is evaluated as a sum of squares (MATH.md §7, "Distances near zero"): with
+``X = A^{1/2}``, ``Y = B^{1/2}`` and any orthogonal ``U``,
+``||X - Y U||_F^2 = Tr A + Tr B - 2 Tr(X Y U)``, and ``max_U Tr(X Y U)`` is the nuclear
+norm of ``X Y``, i.e. the sum of the singular values of ``Y X``, which are the square
+roots of the eigenvalues of ``X B X``: ``Tr (A^{1/2} B A^{1/2})^{1/2}``. The maximiser is
+the polar factor ``U = P Q^T`` of ``Y X = P diag(s) Q^T`` (orthogonal Procrustes). Hence
+
+    W2^2 - ||a - b||^2 = min_U ||A^{1/2} - B^{1/2} U||_F^2 = ||X - Y P Q^T||_F^2 >= 0,
+
+with no cancellation of ``Tr A + Tr B`` against ``2 Tr(...)^{1/2}``. Round-off: an error
+``dX`` in ``X`` moves the value by ``2 <X - Y U, dX> + ||dX||^2`` and an error ``dU`` in
+the minimiser only at second order, so ``|dW2| <= ||dX||_F + ||dY||_F``: the error of
+``W2`` (not of ``W2^2``) is that of the square roots, ``O(d eps ||A|| / lambda_min(A)^{1/2})``.
 """
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
@@ -13,7 +28,7 @@ from . import _checks
 from .gaussians import AffineMap, Gaussian
 from .linalg import inv_sqrtm, sqrtm, sym, trace_fn
 
-__all__ = ["bures_wasserstein2", "mccann_interpolation", "monge_map"]
+__all__ = ["bures_wasserstein", "bures_wasserstein2", "mccann_interpolation", "monge_map"]
 
 
 def check_pair(mu: Gaussian, nu: Gaussian, names: tuple[str, str] = ("mu", "nu")) -> None:
@@ -28,27 +43,73 @@ def _sqrt(lam):
     return jnp.sqrt(lam)
 
 
+def _cov_term_trace(A, B):
+    """The trace form ``Tr A + Tr B - 2 Tr (A^{1/2} B A^{1/2})^{1/2}`` (used for tangents).
+
+    Its derivative rules are the exact ones of :func:`gaussot_jax.trace_fn`; its value
+    cancels for nearby covariances.
+    """
+    return jnp.trace(A) + jnp.trace(B) - 2.0 * trace_fn(_sqrt, A, B)
+
+
+def procrustes_residual(A, B):
+    """``(X - Y U, U, X)``: ``X = A^{1/2}``, ``Y = B^{1/2}``, ``U`` the polar factor of ``Y X``.
+
+    ``||X - Y U||_F^2 = min_U ||A^{1/2} - B^{1/2} U||_F^2`` (module docstring); the two
+    square roots are one stacked eigendecomposition, the polar factor one SVD.
+    """
+    A, B = A + 0.0 * B, B + 0.0 * A  # one batching and sharding, so they stack
+    X, Y = jax.vmap(sqrtm)(jnp.stack([sym(A), sym(B)]))
+    P, _, Qt = jnp.linalg.svd(Y @ X)
+    U = P @ Qt
+    return X - Y @ U, U, X
+
+
+@jax.custom_jvp
+def _cov_term(A, B):
+    R, _, _ = procrustes_residual(A, B)
+    return jnp.sum(R * R)
+
+
+@_cov_term.defjvp
+def _cov_term_jvp(primals, tangents):
+    # Value: the sum of squares. Tangent: the exact rule of the trace form, which has the
+    # same value in exact arithmetic (so the same derivatives at every order), i.e.
+    # grad_A = I - B^{1/2} (B^{1/2} A B^{1/2})^{-1/2} B^{1/2} and symmetrically for B.
+    # optimization_barrier orders the two stacked LAPACK stages (see linalg._trace_fn_jvp
+    # on concurrent batched LAPACK calls on a small CPU).
+    A, B = primals
+    value = _cov_term(A, B)
+    value, A, B = jax.lax.optimization_barrier((value, A, B))
+    _, dvalue = jax.jvp(_cov_term_trace, (A, B), tangents)
+    return value, dvalue
+
+
 def bures_wasserstein2(mu: Gaussian, nu: Gaussian) -> Float[Array, ""]:
     r"""Squared 2-Wasserstein distance between Gaussians (docs/bures.md).
 
-    ``W2^2 = ||a - b||^2 + Tr A + Tr B - 2 Tr (A^{1/2} B A^{1/2})^{1/2}``; the last term is
-    :func:`gaussot_jax.trace_fn` of ``sqrt``, with gradients
-    ``grad_A = I - B^{1/2} (B^{1/2} A B^{1/2})^{-1/2} B^{1/2}`` (and symmetrically for B):
-    exact at repeated eigenvalues. At singular covariances ``W2^2`` itself is not
-    differentiable (d = 1: ``(sqrt a - sqrt b)^2``); use the entropic cost there.
+    ``W2^2 = ||a - b||^2 + Tr A + Tr B - 2 Tr (A^{1/2} B A^{1/2})^{1/2}``, evaluated as
+    the sum of squares ``||a - b||^2 + min_U ||A^{1/2} - B^{1/2} U||_F^2`` (orthogonal
+    Procrustes, module docstring): never negative, and accurate relative to ``W2`` for
+    nearby Gaussians (float32 included), where the trace form cancels. The derivative
+    rule is that of the trace form (:func:`gaussot_jax.trace_fn` of ``sqrt``):
+    ``grad_A = I - B^{1/2} (B^{1/2} A B^{1/2})^{-1/2} B^{1/2}`` (and symmetrically for B),
+    exact at repeated eigenvalues and at every order. At singular covariances ``W2^2``
+    itself is not differentiable (d = 1: ``(sqrt a - sqrt b)^2``); use the entropic cost
+    there.
 
     Args:
         mu: ``N(a, A)``.
         nu: ``N(b, B)``.
 
     Returns:
-        The scalar ``W2^2(mu, nu)``.
+        The scalar ``W2^2(mu, nu) >= 0``.
 
     Examples:
         >>> import jax.numpy as jnp, gaussot_jax as gj
         >>> mu = gj.Gaussian(jnp.zeros(2), jnp.eye(2))
         >>> nu = gj.Gaussian(jnp.ones(2), 4 * jnp.eye(2))
-        >>> float(gj.bures_wasserstein2(mu, nu))  # 2 + 2 * (2 - 1)^2
+        >>> round(float(gj.bures_wasserstein2(mu, nu)), 6)  # 2 + 2 * (2 - 1)^2
         4.0
     """
     from . import lowrank  # lazy: lowrank builds on this module
@@ -56,9 +117,52 @@ def bures_wasserstein2(mu: Gaussian, nu: Gaussian) -> Float[Array, ""]:
     if lowrank.involves(mu, nu):
         return lowrank.lowrank_bures_wasserstein2(mu, nu)
     check_pair(mu, nu)
-    A, B = mu.cov, nu.cov
-    cross = trace_fn(_sqrt, A, B)
-    return jnp.sum((mu.mean - nu.mean) ** 2) + jnp.trace(A) + jnp.trace(B) - 2.0 * cross
+    return jnp.sum((mu.mean - nu.mean) ** 2) + _cov_term(mu.cov, nu.cov)
+
+
+@jax.custom_jvp
+def _sqrt0(x, floor):
+    return jnp.sqrt(x)
+
+
+@_sqrt0.defjvp
+def _sqrt0_jvp(primals, tangents):
+    # d sqrt(x) = dx / (2 sqrt x) for x > floor; at and below the round-off floor of W2^2
+    # (mu = nu up to round-off, the minimum of x >= 0) the zero subgradient.
+    (x, floor), (dx, _) = primals, tangents
+    r = jnp.sqrt(x)
+    big = x > floor
+    return r, jnp.where(big, dx / (2.0 * jnp.where(big, r, 1.0)), 0.0 * dx)
+
+
+def bures_wasserstein(mu: Gaussian, nu: Gaussian) -> Float[Array, ""]:
+    r"""The 2-Wasserstein distance ``W2(mu, nu)`` between Gaussians (not squared).
+
+    ``sqrt`` of :func:`bures_wasserstein2` (a sum of squares, so never NaN). Gradient
+    ``grad W2^2 / (2 W2)``, finite wherever ``mu != nu``; at ``mu = nu``, where ``W2`` is
+    not differentiable (it is a norm-like function at its minimum), the zero subgradient
+    (also wherever ``W2^2`` is below its round-off floor ``(4 d eps)^2 (Tr A + Tr B +
+    |a|^2 + |b|^2)``).
+
+    Args:
+        mu: ``N(a, A)``.
+        nu: ``N(b, B)``.
+
+    Returns:
+        The scalar ``W2(mu, nu) >= 0``.
+
+    Example:
+        >>> import jax.numpy as jnp, gaussot_jax as gj
+        >>> mu = gj.Gaussian(jnp.zeros(2), jnp.eye(2))
+        >>> nu = gj.Gaussian(jnp.ones(2), 4 * jnp.eye(2))
+        >>> round(float(gj.bures_wasserstein(mu, nu)), 6)  # sqrt(2 + 2 * (2 - 1)^2)
+        2.0
+    """
+    # Round-off floor of the sum of squares: ||dX||_F ~ d eps ||A^{1/2}||, squared.
+    info = jnp.finfo(mu.cov.dtype)
+    scale = jnp.trace(mu.cov) + jnp.trace(nu.cov) + jnp.sum(mu.mean**2) + jnp.sum(nu.mean**2)
+    floor = jax.lax.stop_gradient((4.0 * mu.dim * info.eps) ** 2 * scale)
+    return _sqrt0(bures_wasserstein2(mu, nu), floor)
 
 
 def monge_map(mu: Gaussian, nu: Gaussian) -> AffineMap:

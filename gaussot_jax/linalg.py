@@ -126,6 +126,12 @@ def _jacobi_eigh(S: Matrix) -> tuple[Float[Array, " d"], Matrix]:
     # and stacking them with sharded entries fails under explicit sharding.
     zero = 0.0 * S[0, 0]
     one = zero + 1.0
+    # Scale invariance: rotate S / 2^e with 2^e ~ max |S_ij| (exact: a power of two), so
+    # the squares delta^2 + 4 S_pq^2 in _jacobi_rotate neither overflow nor underflow at
+    # any scale of S; eigenvectors are unchanged and eigenvalues scale back exactly.
+    _, e = jnp.frexp(jnp.max(jnp.abs(S)))
+    e = jax.lax.stop_gradient(e)
+    S = jnp.ldexp(S, -e)
     a = [[S[i, j] for j in range(d)] for i in range(d)]
     V = [[one if i == j else zero for j in range(d)] for i in range(d)]
     if d <= 2:  # one rotation is exact
@@ -133,7 +139,7 @@ def _jacobi_eigh(S: Matrix) -> tuple[Float[Array, " d"], Matrix]:
     else:
         sweeps = _JACOBI_SWEEPS.get(jnp.dtype(S.dtype), 5)
         a, V = jax.lax.fori_loop(0, sweeps, sweep, (a, V))
-    w = [a[i][i] for i in range(d)]
+    w = [jnp.ldexp(a[i][i], e) for i in range(d)]
     cols = [[V[k][i] for k in range(d)] for i in range(d)]
     # Sorting network (ascending, as LAPACK): compare-swap eigenvalues with their vectors.
     for i, j in [(0, 1), (1, 2), (0, 1)][: {1: 0, 2: 1}.get(d, 3)]:
@@ -697,8 +703,8 @@ def psd_fn(f: Callable, S: Matrix, *args, method: str = "auto") -> Matrix:
 # The "cholesky" method takes F = chol(A): one Cholesky (a fraction of an eigh) and ONE
 # symmetric eigendecomposition per pair instead of two, and still no inverse, so the
 # gradients stay finite at singular A, B. LAPACK's Cholesky breaks down at a singular
-# A; there (only there) it factors A + delta I, delta = d eps Tr A: a perturbation of the
-# size of the backward error that eigh itself commits on A.
+# A; there (only there) it factors A + delta I, delta = max(d eps Tr A, tiny): a
+# perturbation of the size of the backward error that eigh itself commits on A.
 # --------------------------------------------------------------------------------------
 _TRACE_METHODS = (*_METHODS, "cholesky")
 
@@ -735,11 +741,15 @@ def _psd_factor(A: Matrix) -> Matrix:
     # No lax.cond: under vmap it becomes a select of two independent LAPACK calls, which
     # XLA may run concurrently (see _trace_fn_jvp on why that must be avoided). The
     # second call depends on the first, and repeats it exactly where it succeeded.
+    # The shift is d eps Tr A (relative to A's scale), and never below the smallest
+    # normal number: at A = 0 (a Dirac) d eps tiny is denormal, which XLA flushes to 0,
+    # and the second Cholesky of 0 would be NaN. At A = 0 the shift tiny gives the factor
+    # tiny^{1/2} I, whose contribution F^T B F = tiny B is below round-off of any B.
     d = A.shape[-1]
+    info = jnp.finfo(A.dtype)
     L = jnp.linalg.cholesky(A)
-    scale = jnp.maximum(jnp.trace(A), jnp.finfo(A.dtype).tiny)
-    jitter = d * jnp.finfo(A.dtype).eps * scale
-    delta = cast(Array, jnp.where(jnp.all(jnp.isfinite(L)), 0.0, jitter))
+    shift = jnp.maximum(d * info.eps * jnp.trace(A), info.tiny)
+    delta = cast(Array, jnp.where(jnp.all(jnp.isfinite(L)), 0.0, shift))
     return jnp.linalg.cholesky(A + delta * jnp.eye(d, dtype=A.dtype))
 
 

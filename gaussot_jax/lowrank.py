@@ -1,4 +1,4 @@
-r"""Low-rank-plus-isotropic Gaussians: closed forms in high dimension (MATH.md §8).
+r"""Low-rank-plus-isotropic Gaussians: closed forms in high dimension (docs/lowrank.md).
 
 A :class:`LowRankGaussian` is ``N(a, U U^T + s I)`` on ``R^d`` with ``U`` of shape ``(d, k)``.
 For a pair ``A = U_a U_a^T + s_a I``, ``B = U_b U_b^T + s_b I`` stack ``M = [U_a, U_b]``
@@ -79,7 +79,7 @@ class LowRankGaussian(eqx.Module):
 
     The probabilistic-PCA model (Tipping & Bishop 1999). :func:`gaussot_jax.bures_wasserstein2`,
     :func:`gaussot_jax.entropic_ot` and :func:`gaussot_jax.sinkhorn_divergence` accept pairs of
-    them and cost ``O(d k^2)`` (module docstring, MATH.md §8).
+    them and cost ``O(d k^2)`` (module docstring, docs/lowrank.md).
 
     Args:
         mean: ``(..., d)``.
@@ -88,7 +88,7 @@ class LowRankGaussian(eqx.Module):
         validate: check values (finite, ``noise >= 0``) when they are concrete; under ``jit``
             use :meth:`checked`.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, gaussot_jax as gj
         >>> lr = gj.LowRankGaussian(jnp.zeros(1000), jnp.ones((1000, 2)), 0.5)
         >>> lr.dim, lr.rank
@@ -181,7 +181,7 @@ class LowRankGaussian(eqx.Module):
         With ``l_1 >= ... >= l_d`` the eigenvalues of the sample covariance (``1/n``
         normalisation, the empirical measure's) and ``V_k`` the leading eigenvectors:
         ``noise = (l_{k+1} + ... + l_d) / (d - k)`` and
-        ``factor = V_k diag(l_1 - noise, ..., l_k - noise)^{1/2}`` (MATH.md §8). Computed from
+        ``factor = V_k diag(l_1 - noise, ..., l_k - noise)^{1/2}`` (docs/lowrank.md). Computed from
         a thin SVD of the centred ``(n, d)`` samples, ``O(n d min(n, d))``: for ``n << d``
         no ``d x d`` matrix is formed (``sum_i l_i = ||x - mean||_F^2 / n``).
 
@@ -189,7 +189,7 @@ class LowRankGaussian(eqx.Module):
             x: ``(n, d)`` samples.
             rank: ``k``, with ``0 <= k < d`` and ``k <= n``.
 
-        Example:
+        Examples:
             >>> import jax, gaussot_jax as gj
             >>> x = jax.random.normal(jax.random.PRNGKey(0), (50, 10_000))
             >>> gj.LowRankGaussian.from_samples(x, 8).factor.shape
@@ -357,7 +357,7 @@ def _sq_dist(mu, nu) -> Array:
 
 
 def lowrank_bures_wasserstein2(mu: LowRankGaussian, nu: LowRankGaussian) -> Float[Array, ""]:
-    r"""``W2^2`` between low-rank-plus-isotropic Gaussians in ``O(d k^2)`` (MATH.md §8).
+    r"""``W2^2`` between low-rank-plus-isotropic Gaussians in ``O(d k^2)`` (docs/lowrank.md).
 
     ``||a - b||^2 + W2^2(N(0, A_r), N(0, B_r)) + (d - r)(sqrt(s_a) - sqrt(s_b))^2`` (module
     docstring); :func:`gaussot_jax.bures_wasserstein2` dispatches here for such pairs. Where a
@@ -366,7 +366,7 @@ def lowrank_bures_wasserstein2(mu: LowRankGaussian, nu: LowRankGaussian) -> Floa
     root; chosen by ``lax.cond``, so under ``vmap`` both forms run). As for the dense form, the
     gradient in the noise is infinite where one noise is 0 and the other is not.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, gaussot_jax as gj
         >>> d = 100_000
         >>> mu = gj.LowRankGaussian(jnp.zeros(d), jnp.ones((d, 1)) / 100, 1.0)
@@ -415,7 +415,7 @@ def lowrank_entropic_ot(
     Only the product reference ``mu ⊗ nu``. A mixed low-rank/dense pair (small ``d``) returns
     the dense :class:`gaussot_jax.EntropicOT`.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, gaussot_jax as gj
         >>> d = 100_000
         >>> mu = gj.LowRankGaussian(jnp.zeros(d), jnp.ones((d, 1)) / 100, 1.0)

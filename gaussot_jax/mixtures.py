@@ -53,7 +53,7 @@ class GaussianMixture(eqx.Module):
         covs: ``(k, d, d)``, symmetric PSD (positive definite for ``log_prob`` and maps).
         validate: check values when they are concrete (under ``jit``: :meth:`checked`).
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp, gaussot_jax as gj
         >>> gm = gj.GaussianMixture(jnp.array([0.3, 0.7]), jnp.array([[0.0], [3.0]]),
         ...                         jnp.ones((2, 1, 1)))
@@ -242,7 +242,7 @@ def fit_gmm(
         ValueError: ``x`` not ``(n, d)`` or not finite, ``k`` not in ``1..n``,
             ``num_iters < 0`` or ``cov_floor < 0``.
 
-    Example:
+    Examples:
         >>> import jax, gaussot_jax as gj
         >>> x = jax.random.normal(jax.random.PRNGKey(0), (200, 2))
         >>> gm, hist = gj.fit_gmm(jax.random.PRNGKey(1), x, 2, num_iters=10,
@@ -408,7 +408,7 @@ def mixture_ot(
         ValueError: not single mixtures, dimensions differ, ``epsilon < 0``, or
             ``debiased`` without ``component_epsilon``.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, gaussot_jax as gj
         >>> I = jnp.stack([jnp.eye(2)] * 2)
         >>> p = gj.GaussianMixture(jnp.array([0.5, 0.5]), jnp.array([[0.0, 0], [4, 0]]), I)
@@ -443,7 +443,7 @@ def mixture_ot(
 def mixture_wasserstein2(p: GaussianMixture, q: GaussianMixture) -> Float[Array, ""]:
     r"""``MW2^2(p, q)`` of Delon & Desolneux (2020): ``mixture_ot(p, q).cost`` (exact LP).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, gaussot_jax as gj
         >>> p = gj.GaussianMixture(jnp.ones(1), jnp.zeros((1, 2)), jnp.eye(2)[None])
         >>> float(gj.mixture_wasserstein2(p, p))
@@ -501,7 +501,7 @@ def mixture_barycenter(
     Returns:
         The barycenter, a :class:`GaussianMixture` with ``init``'s weights.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, gaussot_jax as gj
         >>> I = jnp.stack([jnp.eye(2)] * 2)
         >>> p = gj.GaussianMixture(jnp.array([0.5, 0.5]), jnp.array([[0.0, 0], [4, 0]]), I)

@@ -1,0 +1,343 @@
+"""Numerics of values (issue 11, items 4 and 6): no cancellation, no range failures.
+
+References are independent of the library's formulas: scipy's ``sqrtm`` / ``eigvalsh`` in
+float64 on the float32-rounded inputs (so the comparison measures only the library's
+round-off), 1-D and commuting hand values, and finite differences. Tolerances come from
+first-order error bounds: an error ``dX`` in ``A^{1/2}`` moves ``W2`` by at most ``||dX||_F``,
+and a backward-stable eigendecomposition gives ``||dX||_F <= c d eps ||A|| /
+lambda_min(A)^{1/2}`` (the Sylvester bound ``1 / (x_i + x_j)``), c = 4 here.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.linalg as sl
+from conftest import random_spd
+
+import gaussot_jax as gj
+from gaussot_jax import _checks, linalg
+
+EPS32 = float(np.finfo(np.float32).eps)
+
+
+def _g(lam, eps):
+    """Per-eigenvalue entropic value (MATH.md §3), numpy float64, written out anew."""
+    s = np.sqrt(1.0 + 16.0 * lam / eps**2)
+    return 0.5 * eps * (np.log((1.0 + s) / 2.0) - (s - 1.0))
+
+
+def _ref_cross_eigs(A, B):
+    X = sl.sqrtm(A).real
+    return np.clip(np.linalg.eigvalsh(0.5 * (X @ B @ X + (X @ B @ X).T)), 0, None)
+
+
+def ref_w2(A, B):
+    X = sl.sqrtm(A).real
+    return np.trace(A) + np.trace(B) - 2.0 * np.trace(sl.sqrtm(X @ B @ X).real)
+
+
+def ref_sd(A, B, eps):
+    t = [np.sum(_g(_ref_cross_eigs(P, Q), eps)) for P, Q in ((A, B), (A, A), (B, B))]
+    return t[0] - 0.5 * (t[1] + t[2])
+
+
+def sqrt_err_bound(A, eps_mach):
+    w = np.linalg.eigvalsh(A)
+    return 4.0 * A.shape[-1] * eps_mach * w[-1] / np.sqrt(w[0])
+
+
+def nearby(rng, d, h):
+    A = random_spd(rng, d, cond=10.0) + 0.5 * np.eye(d)
+    E = rng.normal(size=(d, d))
+    return A, A + h * (E + E.T)
+
+
+def G(cov, dtype=jnp.float64):
+    cov = jnp.asarray(cov, dtype)
+    return gj.Gaussian(jnp.zeros(cov.shape[-1], dtype), cov)
+
+
+# ---------------------------------------------------------------------------------------
+# Item 4: W2^2 and S_eps without cancellation
+# ---------------------------------------------------------------------------------------
+def test_w2_float32_nearby_nonnegative_and_accurate(rng):
+    d, n = 16, 40
+    negatives = 0
+    for _ in range(n):
+        A, B = nearby(rng, d, 1e-4)
+        A32, B32 = A.astype(np.float32), B.astype(np.float32)
+        v = float(gj.bures_wasserstein2(G(A32, jnp.float32), G(B32, jnp.float32)))
+        negatives += v < 0
+        A64, B64 = A32.astype(np.float64), B32.astype(np.float64)
+        ref = ref_w2(A64, B64)
+        bound = sqrt_err_bound(A64, EPS32) + sqrt_err_bound(B64, EPS32)
+        assert abs(np.sqrt(max(v, 0.0)) - np.sqrt(max(ref, 0.0))) <= bound
+        w = float(gj.bures_wasserstein(G(A32, jnp.float32), G(B32, jnp.float32)))
+        assert np.isfinite(w) and abs(w - np.sqrt(max(ref, 0.0))) <= bound
+    assert negatives == 0
+
+
+def test_w2_trace_form_cancels_in_float32(rng):
+    # The test above can fail: the trace form it replaced goes negative on these inputs.
+    from gaussot_jax.bures import _cov_term_trace
+
+    neg = 0
+    for _ in range(20):
+        A, B = nearby(rng, 16, 1e-4)
+        neg += float(_cov_term_trace(*(jnp.asarray(M, jnp.float32) for M in (A, B)))) < 0
+    assert neg > 0
+
+
+@pytest.mark.parametrize("d", [2, 5])
+def test_w2_float64_against_scipy(rng, d):
+    for h in (1.0, 1e-3):
+        A, B = nearby(rng, d, h) if h < 1 else (random_spd(rng, d), random_spd(rng, d, 100.0))
+        v = float(gj.bures_wasserstein2(G(A), G(B)))
+        bound = sqrt_err_bound(A, 2.2e-16) + sqrt_err_bound(B, 2.2e-16)
+        ref = ref_w2(A, B)
+        # scipy's sqrtm errs alike (2 * bound); its trace form also cancels: 100 d eps Tr
+        ref_err = 100 * d * 2.2e-16 * (np.trace(A) + np.trace(B))
+        assert abs(v - ref) <= 2.0 * np.sqrt(ref) * 2.0 * bound + ref_err
+
+
+@pytest.mark.parametrize("d", [2, 4])
+def test_w2_gradient_rule_kept(rng, d):
+    # Repeated eigenvalues: A = I, B = 2 I gives grad_A = (1 - sqrt 2) I, grad_B =
+    # (1 - 1/sqrt 2) I; the Hessian-vector product matches a central difference.
+    eye = jnp.eye(d)
+    f = lambda A, B: gj.bures_wasserstein2(G(A), G(B))  # noqa: E731
+    gA, gB = jax.grad(f, argnums=(0, 1))(eye, 2 * eye)
+    np.testing.assert_allclose(gA, (1 - np.sqrt(2)) * eye, atol=1e-12)
+    np.testing.assert_allclose(gB, (1 - 1 / np.sqrt(2)) * eye, atol=1e-12)
+    V = rng.normal(size=(d, d))
+    V = jnp.asarray(V + V.T)
+    hvp = jax.jvp(lambda A: jax.grad(f)(A, 2 * eye), (eye,), (V,))[1]
+    t = 1e-5
+    fd = (jax.grad(f)(eye + t * V, 2 * eye) - jax.grad(f)(eye - t * V, 2 * eye)) / (2 * t)
+    np.testing.assert_allclose(hvp, fd, atol=1e-7)
+
+
+def test_bures_wasserstein_gradient(rng):
+    d = 3
+    A, B = random_spd(rng, d), random_spd(rng, d)
+    a, b = rng.normal(size=d), rng.normal(size=d)
+
+    def f(a, A):
+        return gj.bures_wasserstein(gj.Gaussian(a, A), gj.Gaussian(jnp.asarray(b), B))
+
+    w2 = float(f(jnp.asarray(a), jnp.asarray(A)))
+    np.testing.assert_allclose(w2**2, np.sum((a - b) ** 2) + ref_w2(A, B), rtol=1e-10)
+    ga, gA = jax.grad(f, argnums=(0, 1))(jnp.asarray(a), jnp.asarray(A))
+    np.testing.assert_allclose(ga, (a - b) / w2, rtol=1e-10)
+    V = rng.normal(size=(d, d))
+    V = V + V.T
+    t = 1e-6
+    fd = (f(jnp.asarray(a), jnp.asarray(A + t * V)) - f(jnp.asarray(a), jnp.asarray(A - t * V)))
+    np.testing.assert_allclose(np.sum(gA * V), fd / (2 * t), rtol=1e-6)
+    # At mu = nu: value at round-off level and the zero subgradient, not NaN.
+    g0 = jax.grad(lambda A: gj.bures_wasserstein(G(A), G(jnp.asarray(A))))(jnp.asarray(A))
+    np.testing.assert_array_equal(g0, 0.0)
+
+
+def test_sinkhorn_divergence_float32_nearby(rng):
+    d, eps = 16, 1.0
+    for _ in range(30):
+        A, B = nearby(rng, d, 1e-4)
+        A32, B32 = A.astype(np.float32), B.astype(np.float32)
+        v = float(gj.sinkhorn_divergence(G(A32, jnp.float32), G(B32, jnp.float32), eps))
+        A64, B64 = A32.astype(np.float64), B32.astype(np.float64)
+        ref = ref_sd(A64, B64, eps)
+        w2 = np.sqrt(max(ref_w2(A64, B64), 0.0))
+        # First order: |dS| <= 2 |grad| ||dX|| with |gam'| <= 2 (MATH.md §3 value is
+        # 2-Lipschitz in the square-root factors), i.e. <= 4 W2 b + b^2.
+        b = sqrt_err_bound(A64, EPS32) + sqrt_err_bound(B64, EPS32)
+        assert v >= 0.0
+        assert abs(v - ref) <= 4.0 * w2 * b + b**2
+        # and relative: the float64 reference itself is accurate to ~1e-6 here
+        assert abs(v - ref) <= 0.05 * ref
+
+
+@pytest.mark.parametrize("eps", [0.01, 1.0, 100.0])
+def test_sinkhorn_divergence_float64_accuracy(rng, eps):
+    d = 5
+    for h in (1.0, 1e-1, 1e-3):
+        if h < 1:
+            A, B = nearby(rng, d, h)
+        else:
+            A, B = random_spd(rng, d), random_spd(rng, d, 50.0)
+        v = float(gj.sinkhorn_divergence(G(A), G(B), eps))
+        ref = ref_sd(A, B, eps)
+        scale = sum(abs(np.sum(_g(_ref_cross_eigs(P, Q), eps))) for P, Q in ((A, B),) * 3)
+        # the reference's own cancellation error bounds the comparison
+        assert abs(v - ref) <= 1e-9 * ref + 1e3 * d * 2.2e-16 * scale
+
+
+def test_sinkhorn_divergence_commuting_hand_value():
+    # Diagonal covariances: S_eps is the sum of the 1-D values, each
+    # g(ab) - g(a^2)/2 - g(b^2)/2 in the variances a, b (>= 0 by concavity).
+    a = np.array([1.0, 2.0, 0.5, 3.0])
+    b = a * (1.0 + np.array([1e-3, -2e-3, 5e-4, 1e-3]))
+    eps = 0.7
+    ref = np.sum(_g(a * b, eps) - 0.5 * _g(a * a, eps) - 0.5 * _g(b * b, eps))
+    for dtype, rtol in ((jnp.float64, 1e-8), (jnp.float32, 2e-2)):
+        v = gj.sinkhorn_divergence(G(np.diag(a), dtype), G(np.diag(b), dtype), eps)
+        np.testing.assert_allclose(float(v), ref, rtol=rtol)
+
+
+def test_sinkhorn_divergence_gradient_rule_kept(rng):
+    from gaussot_jax.entropic import _sd_cov_naive
+
+    A, B = nearby(rng, 4, 1e-3)
+    f = lambda A, B, e: gj.sinkhorn_divergence(G(A), G(B), e)  # noqa: E731
+    g = jax.grad(f, argnums=(0, 1, 2))(jnp.asarray(A), jnp.asarray(B), 0.5)
+    h = jax.grad(lambda *p: _sd_cov_naive(*p)[0], argnums=(0, 1, 2))(
+        jnp.asarray(A), jnp.asarray(B), 0.5
+    )
+    for x, y in zip(g, h):
+        np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-15)
+
+
+# ---------------------------------------------------------------------------------------
+# Item 6: edges
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+@pytest.mark.parametrize("d", [4, 5])
+def test_dirac_first_argument(dtype, d):
+    dirac, std = G(np.zeros((d, d)), dtype), G(np.eye(d), dtype)
+    rtol = 1e-5 if dtype == jnp.float32 else 1e-12
+    np.testing.assert_allclose(float(gj.bures_wasserstein2(dirac, std)), d, rtol=rtol)
+    for fn in (
+        lambda m, n: gj.entropic_ot(m, n, 1.0).cost,
+        lambda m, n: gj.sinkhorn_divergence(m, n, 1.0),
+    ):
+        v, swapped = float(fn(dirac, std)), float(fn(std, dirac))
+        assert np.isfinite(v)
+        np.testing.assert_allclose(v, swapped, rtol=rtol)
+    # 1-D hand value: OT_eps(N(0,0), N(0,1)) = 1 (independence), S_eps = 1 - g(1)/2 ... per dim
+    np.testing.assert_allclose(
+        float(gj.entropic_ot(dirac, std, 1.0).cost), d, rtol=rtol
+    )
+    np.testing.assert_allclose(
+        float(gj.sinkhorn_divergence(dirac, std, 1.0)), d * (1.0 - 0.5 * (2.0 + _g(1.0, 1.0))),
+        rtol=rtol,
+    )
+
+
+@pytest.mark.parametrize("d", [4, 5])
+def test_cholesky_fallback_shift_is_normal(d):
+    for dtype in (jnp.float32, jnp.float64):
+        F = linalg._psd_factor(jnp.zeros((d, d), dtype))
+        assert bool(jnp.all(jnp.isfinite(F)))
+        assert float(jnp.max(jnp.abs(F))) ** 2 <= 2 * float(jnp.finfo(dtype).tiny)
+
+
+@pytest.mark.parametrize(
+    "dtype, scale",
+    [(jnp.float32, 1e10), (jnp.float32, 1e-10), (jnp.float32, 1e18), (jnp.float64, 1e100),
+     (jnp.float64, 1e-100)],
+)
+@pytest.mark.parametrize("d", [2, 3])
+def test_jacobi_scale_invariant(rng, dtype, scale, d):
+    A, B = random_spd(rng, d, 10.0), random_spd(rng, d, 10.0)
+    ref = ref_w2(A, B)
+    e = float(jnp.finfo(dtype).eps)
+    v = float(gj.bures_wasserstein2(G(scale * A, dtype), G(scale * B, dtype))) / scale
+    # square-root error bound (cond 10, unit norm), on W2 (not squared)
+    bound = sqrt_err_bound(A, e) + sqrt_err_bound(B, e)
+    assert abs(np.sqrt(v) - np.sqrt(ref)) <= bound
+    w, _ = linalg._jacobi_eigh(jnp.asarray(scale * A, dtype))
+    np.testing.assert_allclose(
+        np.asarray(w, np.float64) / scale, np.linalg.eigvalsh(A), rtol=8 * d * e, atol=8 * d * e
+    )
+
+
+def test_biased_barycenter_singular_raises():
+    mus = gj.Gaussian(jnp.zeros((2, 2)), jnp.stack([jnp.eye(2), 2 * jnp.eye(2)]))
+    with pytest.raises(ValueError, match="did not converge"):
+        gj.entropic_barycenter(mus, None, 5.0)
+    # below the threshold: one input of variance a gives a - eps/2 (hand value)
+    one = gj.Gaussian(jnp.zeros((1, 1)), jnp.array([[[2.0]]]))
+    np.testing.assert_allclose(gj.entropic_barycenter(one, None, 1.0).cov, [[1.5]], rtol=1e-8)
+    with pytest.raises(ValueError, match="did not converge"):
+        gj.entropic_barycenter(one, None, 4.5)
+
+
+@pytest.mark.parametrize("cond", [5e4, 1e5, 1e6])
+def test_psd_check_accepts_valid_float32(rng, cond):
+    d = 2
+    S = random_spd(rng, d, cond).astype(np.float32)
+    assert np.linalg.eigvalsh(S.astype(np.float64))[0] > 0  # valid: PD as stored
+    _checks.check_cov("S", S, definite=True)
+    bad = S - 1e-4 * np.eye(d, dtype=np.float32) * float(np.max(np.abs(S)))
+    with pytest.raises(ValueError, match="positive semi-definite"):
+        _checks.check_cov("S", bad)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_entropic_eps_derivative_large_variance(dtype):
+    # d OT / d eps = KL of the optimal plan (envelope theorem); 1-D per dimension:
+    # KL = log((1 + s)/2) / 2, s = (1 + 16 a b / eps^2)^{1/2}, variances a, b.
+    a, b, eps = 1e6, 2e6, 1e-3
+    mu = gj.Gaussian(jnp.zeros(2, dtype), a * jnp.eye(2, dtype=dtype))
+    nu = gj.Gaussian(jnp.ones(2, dtype), b * jnp.eye(2, dtype=dtype))
+    got = jax.grad(lambda e: gj.entropic_ot(mu, nu, e).cost)(jnp.asarray(eps, dtype))
+    s = np.sqrt(1.0 + 16.0 * a * b / eps**2)
+    np.testing.assert_allclose(float(got), 2 * 0.5 * np.log((1.0 + s) / 2.0), rtol=1e-5)
+
+
+@pytest.mark.parametrize("eps, gamma", [(1.0, 1e4), (1.0, 1e5), (1.0, 1e6)])
+def test_unbalanced_float32_extreme_parameters(eps, gamma):
+    # float64 reference: the transcribed mass formula of MATH.md §4 in longdouble-free
+    # float64 numpy (commuting covariances: every matrix function is diagonal).
+    d = 2
+    A, B = np.eye(d), 0.5 * np.eye(d)
+    a, b = np.zeros(d), np.ones(d)
+    ma = mb = 1.0
+
+    def ref():
+        s2 = eps / 2
+        lam = s2 + gamma / 2
+        tau = gamma / (gamma + eps)
+        At = (gamma / 2) * (np.eye(d) - lam * np.linalg.inv(A + lam * np.eye(d)))
+        Bt = (gamma / 2) * (np.eye(d) - lam * np.linalg.inv(B + lam * np.eye(d)))
+        C = sl.sqrtm(At @ Bt / tau + s2**2 / 4 * np.eye(d)).real - s2 / 2 * np.eye(d)
+        X = A + B + lam * np.eye(d)
+        ld = lambda M: np.linalg.slogdet(M)[1]  # noqa: E731
+        lm = (d * s2 / (2 * (gamma + s2))) * np.log(s2) + (1 / (tau + 1)) * (
+            np.log(ma) + np.log(mb) + ld(C) + (tau * ld(At @ Bt) - ld(A @ B)) / 2
+        ) - (a - b) @ np.linalg.solve(X, a - b) / (2 * (tau + 1)) - ld(
+            C - (2 / gamma) * At @ Bt
+        ) / 2
+        m = np.exp(lm)
+        return gamma * (ma + mb - 2 * m) + eps * (ma * mb - m)
+
+    f32 = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
+    out = gj.unbalanced_entropic_ot(
+        gj.ScaledGaussian(f32(ma), f32(a), f32(A)),
+        gj.ScaledGaussian(f32(mb), f32(b), f32(B)),
+        f32(eps),
+        f32(gamma),
+    )
+    # float64 itself cancels in the transcribed form: its error is ~1e-16 * (gamma + eps)
+    # * |log lam| / cost; float32 is held to 1e3 eps32 relative (values ~4, terms O(1)).
+    np.testing.assert_allclose(float(out.cost), ref(), rtol=1e3 * EPS32)
+    assert float(out.cost) > 0
+
+
+def test_unbalanced_float32_huge_epsilon():
+    # eps = 1e8: the transcribed float64 formula itself fails (its log-mass terms cancel
+    # at 1e-16 * log(lam) ~ 1e-15 against a value of 1/eps), so the reference is the
+    # eps -> inf limit: m_pi -> m_a m_b exp(-(E||x-y||^2 under a ⊗ b) / eps) to first
+    # order, hence UOT -> gamma (m_a + m_b - 2 m_a m_b) + m_a m_b E||x - y||^2 + O(1/eps).
+    d, eps, gamma = 2, 1e8, 1.0
+    A, B, a, b = np.eye(d), 0.5 * np.eye(d), np.zeros(d), np.ones(d)
+    limit = gamma * 0.0 + (np.trace(A) + np.trace(B) + np.sum((a - b) ** 2))
+    f32 = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
+    out = gj.unbalanced_entropic_ot(
+        gj.ScaledGaussian(f32(1.0), f32(a), f32(A)),
+        gj.ScaledGaussian(f32(1.0), f32(b), f32(B)),
+        f32(eps),
+        f32(gamma),
+    )
+    np.testing.assert_allclose(float(out.cost), limit, rtol=1e-6)
