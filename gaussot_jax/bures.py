@@ -3,7 +3,7 @@ r"""Bures–Wasserstein geometry: the unregularised (``eps = 0``) case, docs/bur
 W2^2 = ||a - b||^2 + Tr A + Tr B - 2 Tr (A^{1/2} B A^{1/2})^{1/2}
 T(x) = b + A^{-1/2} (A^{1/2} B A^{1/2})^{1/2} A^{-1/2} (x - a)
 
-The value is evaluated as a sum of squares (MATH.md §7, "Distances near zero"): with
+The value is evaluated as a sum of squares (docs/bures.md): with
 ``X = A^{1/2}``, ``Y = B^{1/2}`` and any orthogonal ``U``,
 ``||X - Y U||_F^2 = Tr A + Tr B - 2 Tr(X Y U)``, and ``max_U Tr(X Y U)`` is the nuclear
 norm of ``X Y``, i.e. the sum of the singular values of ``Y X``, which are the square

@@ -415,7 +415,7 @@ def correlation_reference(
 # where this form is used: when the three-trace form has lost more than a quarter of its
 # digits (S_cov < eps^{1/4} * scale, so h <~ eps^{1/8}), otherwise that form is kept
 # (its error is then <= d eps^{3/4} relative). Either way the derivative rule is the
-# three-trace form's (exact at repeated eigenvalues and at every order, MATH.md §7).
+# three-trace form's (exact at repeated eigenvalues and at every order, docs/core.md).
 # --------------------------------------------------------------------------------------
 _SD_NODES = 5
 

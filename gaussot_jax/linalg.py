@@ -660,7 +660,7 @@ def psd_fn(f: Callable, S: Matrix, *args, method: str = "auto") -> Matrix:
     The derivative is the Daleckii–Krein rule ``df(S)[dS] = V (F * (V^T dS V)) V^T`` with
     ``F_ij = f[w_i, w_j]`` the divided differences of ``f`` (``f'`` at repeated
     eigenvalues), plus ``V diag(d_args f) V^T`` for the extra arguments. Every higher
-    order is the same kind of formula with divided differences of that order (MATH.md §7):
+    order is the same kind of formula with divided differences of that order (docs/core.md):
     ``D^k f(S)[E_1..E_k] = V [sum over orderings of the E's and paths i -> l_1 -> ... -> j
     of f[w_i, w_l1, ..., w_j] Et Et ... Et] V^T``, ``Et = V^T E V``. The eigendecomposition
     is never differentiated, so forward mode, reverse mode, ``jax.hessian`` and every
