@@ -145,7 +145,10 @@ def test_sinkhorn_divergence_float32_nearby(rng):
     for _ in range(30):
         A, B = nearby(rng, d, 1e-4)
         A32, B32 = A.astype(np.float32), B.astype(np.float32)
-        v = float(gj.sinkhorn_divergence(G(A32, jnp.float32), G(B32, jnp.float32), eps))
+        mu32, nu32 = G(A32, jnp.float32), G(B32, jnp.float32)
+        fast = float(gj.sinkhorn_divergence(mu32, nu32, eps))
+        assert fast >= 0.0  # the default three-trace form is clamped at its exact floor
+        v = float(gj.sinkhorn_divergence(mu32, nu32, eps, accurate=True))
         A64, B64 = A32.astype(np.float64), B32.astype(np.float64)
         ref = ref_sd(A64, B64, eps)
         w2 = np.sqrt(max(ref_w2(A64, B64), 0.0))
@@ -181,21 +184,27 @@ def test_sinkhorn_divergence_commuting_hand_value():
     eps = 0.7
     ref = np.sum(_g(a * b, eps) - 0.5 * _g(a * a, eps) - 0.5 * _g(b * b, eps))
     for dtype, rtol in ((jnp.float64, 1e-8), (jnp.float32, 2e-2)):
-        v = gj.sinkhorn_divergence(G(np.diag(a), dtype), G(np.diag(b), dtype), eps)
+        mu, nu = G(np.diag(a), dtype), G(np.diag(b), dtype)
+        v = gj.sinkhorn_divergence(mu, nu, eps, accurate=True)
         np.testing.assert_allclose(float(v), ref, rtol=rtol)
+        # The default three-trace form: >= 0, absolute error ~ d eps * (sum of |traces|).
+        fast = float(gj.sinkhorn_divergence(mu, nu, eps))
+        scale = np.sum(np.abs(_g(a * b, eps))) + np.sum(np.abs(_g(a * a, eps)))
+        assert 0.0 <= fast and abs(fast - ref) <= 8 * len(a) * jnp.finfo(dtype).eps * scale
 
 
 def test_sinkhorn_divergence_gradient_rule_kept(rng):
     from gaussot_jax.entropic import _sd_cov_naive
 
     A, B = nearby(rng, 4, 1e-3)
-    f = lambda A, B, e: gj.sinkhorn_divergence(G(A), G(B), e)  # noqa: E731
-    g = jax.grad(f, argnums=(0, 1, 2))(jnp.asarray(A), jnp.asarray(B), 0.5)
     h = jax.grad(lambda *p: _sd_cov_naive(*p)[0], argnums=(0, 1, 2))(
         jnp.asarray(A), jnp.asarray(B), 0.5
     )
-    for x, y in zip(g, h):
-        np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-15)
+    for accurate in (False, True):
+        f = lambda A, B, e: gj.sinkhorn_divergence(G(A), G(B), e, accurate=accurate)  # noqa: E731
+        g = jax.grad(f, argnums=(0, 1, 2))(jnp.asarray(A), jnp.asarray(B), 0.5)
+        for x, y in zip(g, h):
+            np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-15)
 
 
 # ---------------------------------------------------------------------------------------
