@@ -7,6 +7,9 @@ exact derivative rules for the matrix functions they use. Layers, bottom up: lin
 gaussians; coupling; one module per paper; batching and barycenters on top.
 """
 
+from ._checks import (
+    checks,
+)
 from .barycenter import (
     bures_barycenter,
     bures_barycenter_residual,
@@ -80,6 +83,7 @@ __all__ = [
     "bures_barycenter_residual",
     "bures_wasserstein2",
     "check_problem",
+    "checks",
     "correlation_reference",
     "Coupling",
     "entropic_barycenter",

@@ -34,7 +34,11 @@ from . import _checks
 from .coupling import isotropic_terms
 from .entropic import _balanced_g, _check_epsilon
 from .gaussians import Gaussian
-from .linalg import inv_sqrtm, psd_fn, sqrtm, sym, trace_fn
+from .linalg import inv_sqrtm_unchecked as inv_sqrtm
+from .linalg import psd_fn_unchecked as psd_fn
+from .linalg import sqrtm_unchecked as sqrtm
+from .linalg import sym
+from .linalg import trace_fn_unchecked as trace_fn
 
 __all__ = [
     "bures_barycenter",

@@ -11,7 +11,18 @@ from jaxtyping import Array, Float
 
 from . import _checks
 from .gaussians import AffineMap, Gaussian
-from .linalg import inv_sqrtm, sqrtm, sym, trace_fn
+from .linalg import (
+    inv_sqrtm_unchecked as inv_sqrtm,
+)
+from .linalg import (
+    sqrtm_unchecked as sqrtm,
+)
+from .linalg import (
+    sym,
+)
+from .linalg import (
+    trace_fn_unchecked as trace_fn,
+)
 
 __all__ = ["bures_wasserstein2", "mccann_interpolation", "monge_map"]
 

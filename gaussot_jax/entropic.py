@@ -27,7 +27,9 @@ from . import _checks
 from .bures import check_pair
 from .coupling import isotropic_terms, solve_coupling
 from .gaussians import AffineMap, Gaussian, QuadraticPotential
-from .linalg import sqrtm, sym, trace_fn
+from .linalg import sqrtm_unchecked as sqrtm
+from .linalg import sym
+from .linalg import trace_fn_unchecked as trace_fn
 
 __all__ = ["EntropicOT", "correlation_reference", "entropic_ot", "sinkhorn_divergence"]
 

@@ -61,7 +61,9 @@ from jaxtyping import Array, Float
 from . import _checks
 from .coupling import solve_coupling
 from .gaussians import ScaledGaussian
-from .linalg import psd_fn, sym, trace_fn
+from .linalg import psd_fn_unchecked as psd_fn
+from .linalg import sym
+from .linalg import trace_fn_unchecked as trace_fn
 
 __all__ = ["UnbalancedEntropicOT", "unbalanced_entropic_ot"]
 
