@@ -294,6 +294,17 @@ def check_cov(name: str, S, *, definite: bool = False, **kw):
     return require(S, indefinite, f"{name} is not positive semi-definite", **kw)
 
 
+def check_measure(name: str, g, **kw):
+    """A measure argument (``Gaussian``...), checked under the switch when traced.
+
+    Concrete measures were checked by their constructor; traced ones are wrapped by
+    their ``.checked(name=name)`` inside ``gj.checks()``.
+    """
+    if is_concrete(g) or not traced_checks():
+        return g
+    return g.checked(name=name, **kw)
+
+
 def error_if_not_cov(name: str, S, *, definite: bool = False):
     """Traceable :func:`check_cov`, applied whatever the switch (``.checked()``)."""
     return check_cov(name, S, definite=definite, always=True)

@@ -69,11 +69,7 @@ def _balanced_cost(mu: Gaussian, nu: Gaussian, eps: Array) -> Array:
 
 
 def _check_epsilon(epsilon, dtype) -> Array:
-    eps = jnp.asarray(epsilon, dtype=dtype)
-    if eps.ndim != 0:
-        raise ValueError(f"epsilon must be a scalar (vmap for many), got shape {eps.shape}")
-    _checks.check_positive("epsilon", eps)
-    return eps
+    return _checks.check_scalar("epsilon", epsilon, dtype)
 
 
 def _potentials(
@@ -277,7 +273,7 @@ def entropic_ot(
         >>> ref = gj.correlation_reference(mu, nu, 0.9 * jnp.eye(2))
         >>> biased_less = gj.entropic_ot(mu, nu, 0.1, reference=ref).cost
     """
-    check_pair(mu, nu)
+    mu, nu = check_pair(mu, nu)
     eps = _check_epsilon(epsilon, mu.mean.dtype)
     if reference is not None:
         return _reference_ot(mu, nu, eps, _check_reference(reference, mu, nu))
@@ -335,7 +331,7 @@ def correlation_reference(
         >>> round(float(gj.entropic_ot(mu, nu, 0.8, reference=R).cost), 6)  # MATH.md §5
         0.510846
     """
-    check_pair(mu, nu)
+    mu, nu = check_pair(mu, nu)
     d = mu.dim
     dtype = mu.mean.dtype
     corr = _checks.as_float(corr, dtype)
@@ -362,7 +358,7 @@ def sinkhorn_divergence(mu: Gaussian, nu: Gaussian, epsilon) -> Float[Array, ""]
     Non-negative, zero iff ``mu = nu`` (MATH.md §3), differentiable everywhere including
     singular covariances. Three trace functions; no plan is formed.
     """
-    check_pair(mu, nu)
+    mu, nu = check_pair(mu, nu)
     eps = _check_epsilon(epsilon, mu.mean.dtype)
     # OT(mu,nu) - OT(mu,mu)/2 - OT(nu,nu)/2: the traces cancel exactly, leaving the three
     # trace functions, evaluated as one stacked batch (one LAPACK call at a time; see

@@ -199,14 +199,10 @@ def _uot(ma, a, A, mb, b, B, eps, gamma):
 
 
 def _check_scalar(name, x, dtype) -> Array:
-    x = jnp.asarray(x, dtype=dtype)
-    if x.ndim != 0:
-        raise ValueError(f"{name} must be a scalar (vmap for many), got shape {x.shape}")
-    _checks.check_positive(name, x)
-    return x
+    return _checks.check_scalar(name, x, dtype)
 
 
-def _check_measures(a, b) -> None:
+def _check_measures(a, b) -> tuple[ScaledGaussian, ScaledGaussian]:
     for name, g in (("a", a), ("b", b)):
         _checks.check_single(name, g, ScaledGaussian)
         _checks.check_positive(f"{name}.mass", g.mass)
@@ -214,6 +210,7 @@ def _check_measures(a, b) -> None:
         _checks.check_cov(f"{name}.cov", g.cov)
     if a.dim != b.dim:
         raise ValueError(f"dimensions differ: a has d={a.dim}, b has d={b.dim}")
+    return _checks.check_measure("a", a), _checks.check_measure("b", b)
 
 
 def unbalanced_entropic_ot(
@@ -269,7 +266,7 @@ def unbalanced_entropic_ot(
         >>> m_pi = out.plan.mass          # transported mass
         >>> pi_1, pi_2 = out.marginals
     """
-    _check_measures(a, b)
+    a, b = _check_measures(a, b)
     dtype = jnp.result_type(a.mean, b.mean)
     eps = _check_scalar("epsilon", epsilon, dtype)
     gam = _check_scalar("gamma", gamma, dtype)
