@@ -8,6 +8,9 @@ over their components [DD20] on top. Layers, bottom up: linalg and gaussians; co
 one module per paper; batching, barycenters and mixtures on top.
 """
 
+from ._checks import (
+    checks,
+)
 from ._compat import warn_if_deadlocking_jaxlib as _warn_if_deadlocking_jaxlib
 from ._discrete import (
     DiscreteOT,
@@ -108,6 +111,7 @@ __all__ = [
     "bures_wasserstein",
     "bures_wasserstein2",
     "check_problem",
+    "checks",
     "correlation_reference",
     "Coupling",
     "discrete_ot",

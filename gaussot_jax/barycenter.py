@@ -34,7 +34,11 @@ from . import _checks
 from .coupling import isotropic_terms
 from .entropic import _balanced_g, _check_epsilon
 from .gaussians import Gaussian
-from .linalg import inv_sqrtm, psd_fn, sqrtm, sym, trace_fn
+from .linalg import inv_sqrtm_unchecked as inv_sqrtm
+from .linalg import psd_fn_unchecked as psd_fn
+from .linalg import sqrtm_unchecked as sqrtm
+from .linalg import sym
+from .linalg import trace_fn_unchecked as trace_fn
 
 __all__ = [
     "bures_barycenter",
@@ -61,16 +65,17 @@ def _check_inputs(gaussians, weights) -> tuple[Array, Array, Array]:
     n, dtype = gaussians.mean.shape[0], gaussians.mean.dtype
     if n < 1:
         raise ValueError("gaussians must hold at least one Gaussian")
+    gaussians = _checks.check_measure("gaussians", gaussians)
     if weights is None:
         w = jnp.full((n,), 1.0 / n, dtype=dtype)
     else:
         w = jnp.asarray(weights, dtype=dtype)
         if w.shape != (n,):
             raise ValueError(f"weights must have shape ({n},), got {w.shape}")
-        if _checks.is_concrete(w):
-            wn = np.asarray(w)
-            if not np.all(np.isfinite(wn)) or np.any(wn < 0) or not wn.sum() > 0:
-                raise ValueError(f"weights must be finite, >= 0, with a positive sum: {wn}")
+        w = _checks.check_nonnegative("weights", _checks.check_real("weights", w))
+        w = _checks.require(
+            w, lambda w: ~(jnp.sum(w) > 0), "weights must be finite, >= 0, with a positive sum"
+        )
         w = w / jnp.sum(w)
     mean_cov = jnp.einsum("i,ijk->jk", w, gaussians.cov)
     _checks.check_cov("weighted mean of gaussians.cov", mean_cov, definite=True)

@@ -10,6 +10,7 @@ them over a grid of pairs, either as one double ``jax.vmap`` or in blocks of
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
+
+from . import _checks
+from .gaussians import Gaussian, LinearGaussianKernel, ScaledGaussian
 
 __all__ = ["pairwise"]
 
@@ -40,6 +44,32 @@ def _leading_size(name: str, tree) -> int:
     size = sizes.pop()
     assert size is not None  # excluded above; narrows the type
     return size
+
+
+# Scalar keywords of the library's functions that must be > 0, checked before tracing.
+_POSITIVE_KEYWORDS = ("epsilon", "gamma")
+
+
+def _check_batch(name: str, tree):
+    """Values of a batch of measures: concrete ones now, naming the failing member."""
+    if isinstance(tree, (Gaussian, ScaledGaussian, LinearGaussianKernel)) and (
+        _checks.is_concrete(tree) or _checks.traced_checks()
+    ):
+        return tree.checked(name=name)
+    return tree
+
+
+def _check_call(fn: Callable, mus, nus, kw: dict) -> None:
+    """``fn(mu, nu, **kw)`` binds (a missing ``epsilon`` is a ValueError, not a TypeError)."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # builtins and some callables have no signature
+        return
+    try:
+        sig.bind(mus, nus, **kw)  # names only: no values are read
+    except TypeError as e:
+        name = getattr(fn, "__name__", type(fn).__name__)
+        raise ValueError(f"fn={name} cannot be called as fn(mu, nu, **kw): {e}") from None
 
 
 def _reduce(result: Any) -> Array:
@@ -120,9 +150,12 @@ def pairwise(
         The ``(n, m)`` matrix of costs.
 
     Raises:
-        ValueError: if ``fn`` is not callable, ``mus``/``nus`` are not batches with one
-            leading axis, ``batch_size`` is not a positive int, or ``fn`` does not
-            return a scalar.
+        ValueError: if ``fn`` is not callable or cannot be called with ``kw`` (a missing
+            ``epsilon``), ``mus``/``nus`` are not batches with one leading axis or hold
+            an invalid member (named by its index; values when concrete, or traced inside
+            ``gj.checks()``), ``epsilon``/``gamma`` are not scalars ``> 0`` (checked
+            here, before tracing), ``batch_size`` is not a positive int, or ``fn`` does
+            not return a scalar.
 
     Examples:
         >>> import jax.numpy as jnp, gaussot_jax as gj
@@ -148,8 +181,15 @@ def pairwise(
     dtype = jnp.result_type(*[x for x in jax.tree_util.tree_leaves(mus) if eqx.is_array(x)])
     if not jnp.issubdtype(dtype, jnp.inexact):
         dtype = jnp.result_type(float)
-    # Python floats would be static under filter_jit: make them traced scalars.
+    _check_call(fn, mus, nus, kw)
+    mus, nus = _check_batch("mus", mus), _check_batch("nus", nus)
+    # Python floats would be static under filter_jit: make them traced scalars. The
+    # library's positive scalars are checked now, while they are concrete: inside the
+    # traced body below their checks would vanish.
     kw = {
-        k: jnp.asarray(v, dtype=dtype) if isinstance(v, float) else v for k, v in kw.items()
+        k: _checks.check_scalar(k, v, dtype)
+        if k in _POSITIVE_KEYWORDS and eqx.is_array_like(v)
+        else (jnp.asarray(v, dtype=dtype) if isinstance(v, float) else v)
+        for k, v in kw.items()
     }
     return _pairwise(fn, mus, nus, None if batch_size is None else int(batch_size), kw)

@@ -26,7 +26,8 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from . import _checks
 from .coupling import solve_coupling
 from .gaussians import AffineMap, Gaussian, LinearGaussianKernel, QuadraticPotential
-from .linalg import sqrtm, sym
+from .linalg import sqrtm_unchecked as sqrtm
+from .linalg import sym
 
 __all__ = ["SchrodingerBridge", "check_problem", "reference_weight", "schrodinger_bridge"]
 

@@ -26,17 +26,35 @@ from jaxtyping import Array, Float
 
 from . import _checks
 from .gaussians import AffineMap, Gaussian
-from .linalg import inv_sqrtm, sqrtm, sym, trace_fn
+from .linalg import (
+    inv_sqrtm_unchecked as inv_sqrtm,
+)
+from .linalg import (
+    sqrtm_unchecked as sqrtm,
+)
+from .linalg import (
+    sym,
+)
+from .linalg import (
+    trace_fn_unchecked as trace_fn,
+)
 
 __all__ = ["bures_wasserstein", "bures_wasserstein2", "mccann_interpolation", "monge_map"]
 
 
-def check_pair(mu: Gaussian, nu: Gaussian, names: tuple[str, str] = ("mu", "nu")) -> None:
-    """Both are single Gaussians of the same dimension (batch with ``jax.vmap``)."""
+def check_pair(
+    mu: Gaussian, nu: Gaussian, names: tuple[str, str] = ("mu", "nu")
+) -> tuple[Gaussian, Gaussian]:
+    """Both are single Gaussians of the same dimension (batch with ``jax.vmap``).
+
+    Returns ``(mu, nu)``, with their values checked at run time when traced inside
+    ``gj.checks()`` (use the returned pair).
+    """
     for name, g in zip(names, (mu, nu)):
         _checks.check_single(name, g, Gaussian)
     if mu.dim != nu.dim:
         raise ValueError(f"dimensions differ: {names[0]} has d={mu.dim}, {names[1]} d={nu.dim}")
+    return _checks.check_measure(names[0], mu), _checks.check_measure(names[1], nu)
 
 
 def _sqrt(lam):
@@ -116,7 +134,7 @@ def bures_wasserstein2(mu: Gaussian, nu: Gaussian) -> Float[Array, ""]:
 
     if lowrank.involves(mu, nu):
         return lowrank.lowrank_bures_wasserstein2(mu, nu)
-    check_pair(mu, nu)
+    mu, nu = check_pair(mu, nu)
     return jnp.sum((mu.mean - nu.mean) ** 2) + _cov_term(mu.cov, nu.cov)
 
 
@@ -169,11 +187,29 @@ def monge_map(mu: Gaussian, nu: Gaussian) -> AffineMap:
     r"""The optimal (Monge) map from ``mu`` to ``nu`` for the squared distance.
 
     ``T(x) = b + A^{-1/2} (A^{1/2} B A^{1/2})^{1/2} A^{-1/2} (x - a)`` (docs/bures.md); needs
-    ``A`` positive definite.
+    ``A`` positive definite. The map takes points of shape ``(..., d)``.
+
+    Args:
+        mu: ``N(a, A)``, ``A`` positive definite.
+        nu: ``N(b, B)``.
+
+    Returns:
+        The :class:`gaussot_jax.AffineMap` ``T``.
+
+    Raises:
+        ValueError: not single Gaussians of one dimension; ``A`` not positive definite
+            (concrete, or traced inside ``gj.checks()``).
+
+    Examples:
+        >>> import jax.numpy as jnp, gaussot_jax as gj
+        >>> T = gj.monge_map(gj.Gaussian(jnp.zeros(2), jnp.eye(2)),
+        ...                  gj.Gaussian(jnp.ones(2), 4 * jnp.eye(2)))
+        >>> T(jnp.zeros((5, 2))).shape  # x -> 1 + 2 x on a batch of points
+        (5, 2)
     """
-    check_pair(mu, nu)
-    _checks.check_cov("mu.cov", mu.cov, definite=True)
-    XA, ZA = sqrtm(mu.cov), inv_sqrtm(mu.cov)
+    mu, nu = check_pair(mu, nu)
+    A = _checks.check_cov("mu.cov", mu.cov, definite=True)
+    XA, ZA = sqrtm(A), inv_sqrtm(A)
     T = sym(ZA @ sqrtm(sym(XA @ nu.cov @ XA)) @ ZA)
     return AffineMap(T, nu.mean - T @ mu.mean)
 
@@ -182,9 +218,29 @@ def mccann_interpolation(mu: Gaussian, nu: Gaussian, t) -> Gaussian:
     r"""The Wasserstein geodesic ``((1 - t) Id + t T)_# mu`` at time ``t`` in [0, 1].
 
     Mean ``(1 - t) a + t b``, covariance ``K A K`` with ``K = (1 - t) I + t T``.
+
+    Args:
+        mu: ``N(a, A)``, ``A`` positive definite.
+        nu: ``N(b, B)``.
+        t: real scalar in ``[0, 1]`` (traced: vmap or differentiate it).
+
+    Returns:
+        The Gaussian at time ``t`` on the geodesic.
+
+    Raises:
+        ValueError: as :func:`monge_map`; ``t`` not a real scalar in ``[0, 1]`` (NaN
+            included; values when concrete, or traced inside ``gj.checks()``).
+
+    Example:
+        >>> import jax.numpy as jnp, gaussot_jax as gj
+        >>> mid = gj.mccann_interpolation(gj.Gaussian(jnp.zeros(2), jnp.eye(2)),
+        ...                               gj.Gaussian(jnp.ones(2), 4 * jnp.eye(2)), 0.5)
     """
+    t = jnp.asarray(_checks.check_real("t", t), dtype=mu.mean.dtype)
+    if t.ndim != 0:
+        raise ValueError(f"t must be a scalar (vmap for many), got shape {t.shape}")
+    t = _checks.check_interval("t", t, 0.0, 1.0)
     T = monge_map(mu, nu)
-    t = jnp.asarray(t, dtype=mu.mean.dtype)
     K = (1.0 - t) * jnp.eye(mu.dim, dtype=mu.mean.dtype) + t * T.matrix
     return Gaussian(
         (1.0 - t) * mu.mean + t * nu.mean, sym(K @ mu.cov @ K.T), validate=False

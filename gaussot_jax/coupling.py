@@ -28,7 +28,9 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .linalg import psd_fn, sqrtm, sym
+from .linalg import psd_fn_unchecked as psd_fn
+from .linalg import sqrtm_unchecked as sqrtm
+from .linalg import sym
 
 __all__ = ["Coupling", "isotropic_terms", "solve_coupling"]
 

@@ -30,7 +30,9 @@ from . import _checks
 from .bures import check_pair, procrustes_residual
 from .coupling import isotropic_terms, solve_coupling
 from .gaussians import AffineMap, Gaussian, QuadraticPotential
-from .linalg import sqrtm, sym, trace_fn
+from .linalg import sqrtm_unchecked as sqrtm
+from .linalg import sym
+from .linalg import trace_fn_unchecked as trace_fn
 
 __all__ = ["EntropicOT", "correlation_reference", "entropic_ot", "sinkhorn_divergence"]
 
@@ -95,11 +97,7 @@ def _balanced_cost(mu: Gaussian, nu: Gaussian, eps: Array) -> Array:
 
 
 def _check_epsilon(epsilon, dtype) -> Array:
-    eps = jnp.asarray(epsilon, dtype=dtype)
-    if eps.ndim != 0:
-        raise ValueError(f"epsilon must be a scalar (vmap for many), got shape {eps.shape}")
-    _checks.check_positive("epsilon", eps)
-    return eps
+    return _checks.check_scalar("epsilon", epsilon, dtype)
 
 
 def _potentials(
@@ -311,7 +309,7 @@ def entropic_ot(
 
     if lowrank.involves(mu, nu):
         return lowrank.lowrank_entropic_ot(mu, nu, epsilon, reference)
-    check_pair(mu, nu)
+    mu, nu = check_pair(mu, nu)
     eps = _check_epsilon(epsilon, mu.mean.dtype)
     if reference is not None:
         return _reference_ot(mu, nu, eps, _check_reference(reference, mu, nu))
@@ -369,7 +367,7 @@ def correlation_reference(
         >>> round(float(gj.entropic_ot(mu, nu, 0.8, reference=R).cost), 6)  # docs/ref25.md
         0.510846
     """
-    check_pair(mu, nu)
+    mu, nu = check_pair(mu, nu)
     d = mu.dim
     dtype = mu.mean.dtype
     corr = _checks.as_float(corr, dtype)
@@ -571,6 +569,6 @@ def sinkhorn_divergence(
 
     if lowrank.involves(mu, nu):
         return lowrank.lowrank_sinkhorn_divergence(mu, nu, epsilon)
-    check_pair(mu, nu)
+    mu, nu = check_pair(mu, nu)
     eps = _check_epsilon(epsilon, mu.mean.dtype)
     return jnp.sum((mu.mean - nu.mean) ** 2) + _sd_cov(mu.cov, nu.cov, eps, bool(accurate))

@@ -5,10 +5,15 @@ All fields are arrays, so every type is a pytree that ``jax.vmap``, ``jax.jit`` 
 carry a leading axis ``n`` (``mean (n, d)``, ``cov (n, d, d)``). Methods act on a single
 object; ``jax.vmap`` them for batches.
 
-Validation (docs/conventions.md): shapes are checked at construction; values (finite,
-symmetric, PSD, mass > 0) are checked when the inputs are concrete, and skipped for
-tracers. Inside ``jit``, call ``.checked()``: it returns the same object with its leaves
-wrapped in ``eqx.error_if``, which raises at run time.
+Points follow ``jax.numpy`` conventions: ``log_prob``, maps and potentials take an array
+of shape ``(..., d)`` (one point or any batch of points) and return ``(...)`` (or
+``(..., k)`` for maps); a wrong last dimension raises ``ValueError`` naming the argument.
+
+Validation (docs/conventions.md, ``_checks``): shapes are checked at construction; values
+(finite, symmetric, PSD, mass > 0) are checked when the inputs are concrete, and for
+tracers inside ``gj.checks()``. ``.checked(name=...)`` returns the same object with its
+leaves wrapped in ``eqx.error_if`` whatever the switch; messages name the argument
+(``mu.cov``) and, for a concrete batch, the failing member.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from . import _checks
-from .linalg import sqrtm, sym
+from .linalg import sqrtm_unchecked as sqrtm
+from .linalg import sym
 
 __all__ = [
     "AffineMap",
@@ -34,14 +40,36 @@ _LOG_2PI = 1.8378770664093453
 
 
 def _check_mean_cov(mean, cov, mean_name: str, cov_name: str) -> None:
-    if jnp.ndim(mean) < 1:
-        raise ValueError(f"{mean_name} must have shape (..., d), got {jnp.shape(mean)}")
+    if jnp.ndim(mean) < 1 or jnp.shape(mean)[-1] == 0:
+        raise ValueError(f"{mean_name} must have shape (..., d), d >= 1, got {jnp.shape(mean)}")
     d = jnp.shape(mean)[-1]
     _checks.check_square(cov_name, cov, d)
     if jnp.shape(cov)[:-2] != jnp.shape(mean)[:-1]:
         raise ValueError(
             f"batch shapes of {mean_name} {jnp.shape(mean)} and {cov_name} "
             f"{jnp.shape(cov)} disagree"
+        )
+
+
+def _prefix(name: str | None, field: str) -> str:
+    return field if name is None else f"{name}.{field}"
+
+
+def _log_normal(L: Array, r: Array) -> Array:
+    """``log N(r; 0, L L^T)`` for residuals ``r`` of shape ``(..., d)``."""
+    d = L.shape[-1]
+    flat = r.reshape(-1, d)
+    z = jax.scipy.linalg.solve_triangular(L, flat.T, lower=True)
+    quad = jnp.sum(z**2, axis=0).reshape(r.shape[:-1])
+    return -0.5 * (d * _LOG_2PI + quad) - jnp.sum(jnp.log(jnp.diag(L)))
+
+
+def _single(obj, what: str) -> None:
+    leading = obj.mean if hasattr(obj, "mean") else obj.alpha
+    if leading.ndim != 1:
+        raise ValueError(
+            f"{what} acts on a single {type(obj).__name__} (mean (d,)), got a batch with "
+            f"field shape {leading.shape}; use jax.vmap over the batch"
         )
 
 
@@ -64,11 +92,13 @@ class Gaussian(eqx.Module):
     cov: Float[Array, "*batch d d"]
 
     def __init__(self, mean, cov, *, validate: bool = True):
+        if validate:
+            mean, cov = _checks.check_real("mean", mean), _checks.check_real("cov", cov)
         mean, cov = _checks.common_float(mean, cov)
         _check_mean_cov(mean, cov, "mean", "cov")
         if validate:
-            _checks.check_finite("mean", mean)
-            _checks.check_cov("cov", cov)
+            mean = _checks.check_finite("mean", mean, core=1)
+            cov = _checks.check_cov("cov", cov)
         self.mean, self.cov = mean, cov
 
     @property
@@ -76,10 +106,15 @@ class Gaussian(eqx.Module):
         """Dimension ``d``."""
         return self.mean.shape[-1]
 
-    def checked(self, *, definite: bool = False) -> Gaussian:
-        """The same Gaussian with its value checks as ``eqx.error_if`` (use under jit)."""
-        mean = _checks.error_if_not_finite("mean", self.mean)
-        cov = _checks.error_if_not_cov("cov", self.cov, definite=definite)
+    def checked(self, *, definite: bool = False, name: str | None = None) -> Gaussian:
+        """The same Gaussian with its value checks as ``eqx.error_if`` (use under jit).
+
+        Args:
+            definite: require a positive-definite covariance.
+            name: the argument's name for the messages (``"mu"`` gives ``mu.cov ...``).
+        """
+        mean = _checks.error_if_not_finite(_prefix(name, "mean"), self.mean, core=1)
+        cov = _checks.error_if_not_cov(_prefix(name, "cov"), self.cov, definite=definite)
         return Gaussian(mean, cov, validate=False)
 
     @classmethod
@@ -105,11 +140,20 @@ class Gaussian(eqx.Module):
         # derivative rule keeps reparametrised samples differentiable at repeated eigenvalues.
         return self.mean + z @ sqrtm(self.cov)
 
-    def log_prob(self, x: Float[Array, " d"]) -> Array:
-        """Log-density at ``x`` (requires a positive-definite covariance)."""
+    def log_prob(self, x: Float[Array, "*n d"]) -> Float[Array, "*n"]:
+        """Log-density at the points ``x`` of shape ``(..., d)``, one value per point.
+
+        Requires a positive-definite covariance (one Cholesky factor for all points).
+
+        Example:
+            >>> import jax.numpy as jnp, gaussot_jax as gj
+            >>> gj.Gaussian(jnp.zeros(2), jnp.eye(2)).log_prob(jnp.zeros((5, 2))).shape
+            (5,)
+        """
+        _single(self, "log_prob")
+        x = _checks.check_points("x", x, self.dim)
         L = jnp.linalg.cholesky(sym(self.cov))
-        z = jax.scipy.linalg.solve_triangular(L, x - self.mean, lower=True)
-        return -0.5 * (self.dim * _LOG_2PI + jnp.sum(z**2)) - jnp.sum(jnp.log(jnp.diag(L)))
+        return _log_normal(L, x - self.mean)
 
     def kl(self, other: Gaussian) -> Array:
         """``KL(self || other)``; see :func:`kl_gaussian`."""
@@ -173,6 +217,10 @@ class ScaledGaussian(eqx.Module):
     cov: Float[Array, "*batch d d"]
 
     def __init__(self, mass, mean, cov, *, validate: bool = True):
+        if validate:
+            mass, mean, cov = (
+                _checks.check_real(n, x) for n, x in (("mass", mass), ("mean", mean), ("cov", cov))
+            )
         mass, mean, cov = _checks.common_float(mass, mean, cov)
         _check_mean_cov(mean, cov, "mean", "cov")
         if jnp.shape(mass) != jnp.shape(mean)[:-1]:
@@ -181,9 +229,9 @@ class ScaledGaussian(eqx.Module):
                 f"got {jnp.shape(mass)}"
             )
         if validate:
-            _checks.check_positive("mass", mass)
-            _checks.check_finite("mean", mean)
-            _checks.check_cov("cov", cov)
+            mass = _checks.check_positive("mass", mass)
+            mean = _checks.check_finite("mean", mean, core=1)
+            cov = _checks.check_cov("cov", cov)
         self.mass, self.mean, self.cov = mass, mean, cov
 
     @property
@@ -196,18 +244,22 @@ class ScaledGaussian(eqx.Module):
         """The probability measure ``N(mean, cov)``."""
         return Gaussian(self.mean, self.cov, validate=False)
 
-    def checked(self) -> ScaledGaussian:
-        """The same measure with value checks as ``eqx.error_if`` (use under jit)."""
-        g = self.normalized.checked()
-        mass = _checks.error_if_not_positive("mass", self.mass)
+    def checked(self, *, name: str | None = None) -> ScaledGaussian:
+        """The same measure with value checks as ``eqx.error_if`` (use under jit).
+
+        Args:
+            name: the argument's name for the messages (``"a"`` gives ``a.mass ...``).
+        """
+        g = self.normalized.checked(name=name)
+        mass = _checks.error_if_not_positive(_prefix(name, "mass"), self.mass)
         return ScaledGaussian(mass, g.mean, g.cov, validate=False)
 
     def sample(self, key: PRNGKeyArray, shape: tuple[int, ...] = ()) -> Array:
         """Samples of the normalised measure."""
         return self.normalized.sample(key, shape)
 
-    def log_density(self, x: Float[Array, " d"]) -> Array:
-        """``log(mass) + log N(x; mean, cov)``."""
+    def log_density(self, x: Float[Array, "*n d"]) -> Float[Array, "*n"]:
+        """``log(mass) + log N(x; mean, cov)`` at the points ``x`` of shape ``(..., d)``."""
         return jnp.log(self.mass) + self.normalized.log_prob(x)
 
     def kl(self, other: ScaledGaussian) -> Array:
@@ -235,6 +287,11 @@ class LinearGaussianKernel(eqx.Module):
     tau: Float[Array, "*batch d2 d2"]
 
     def __init__(self, alpha, beta, tau, *, validate: bool = True):
+        if validate:
+            alpha, beta, tau = (
+                _checks.check_real(n, x)
+                for n, x in (("alpha", alpha), ("beta", beta), ("tau", tau))
+            )
         alpha, beta, tau = _checks.common_float(alpha, beta, tau)
         _check_mean_cov(alpha, tau, "alpha", "tau")
         if jnp.ndim(beta) < 2 or jnp.shape(beta)[:-1] != jnp.shape(alpha):
@@ -243,9 +300,9 @@ class LinearGaussianKernel(eqx.Module):
                 f"got {jnp.shape(beta)}"
             )
         if validate:
-            _checks.check_finite("alpha", alpha)
-            _checks.check_finite("beta", beta)
-            _checks.check_cov("tau", tau)
+            alpha = _checks.check_finite("alpha", alpha, core=1)
+            beta = _checks.check_finite("beta", beta, core=2)
+            tau = _checks.check_cov("tau", tau)
         self.alpha, self.beta, self.tau = alpha, beta, tau
 
     @property
@@ -253,26 +310,51 @@ class LinearGaussianKernel(eqx.Module):
         """``(d1, d2)``: input and output dimensions."""
         return self.beta.shape[-1], self.beta.shape[-2]
 
-    def checked(self, *, definite: bool = False) -> LinearGaussianKernel:
-        """The same kernel with value checks as ``eqx.error_if`` (use under jit)."""
+    def checked(self, *, definite: bool = False, name: str | None = None) -> LinearGaussianKernel:
+        """The same kernel with value checks as ``eqx.error_if`` (use under jit).
+
+        Args:
+            definite: require a positive-definite ``tau``.
+            name: the argument's name for the messages (``"kernel"``: ``kernel.tau ...``).
+        """
         return LinearGaussianKernel(
-            _checks.error_if_not_finite("alpha", self.alpha),
-            _checks.error_if_not_finite("beta", self.beta),
-            _checks.error_if_not_cov("tau", self.tau, definite=definite),
+            _checks.error_if_not_finite(_prefix(name, "alpha"), self.alpha, core=1),
+            _checks.error_if_not_finite(_prefix(name, "beta"), self.beta, core=2),
+            _checks.error_if_not_cov(_prefix(name, "tau"), self.tau, definite=definite),
             validate=False,
         )
 
-    def __call__(self, x: Float[Array, " d1"]) -> Gaussian:
-        """The Gaussian ``K(x, .)``."""
-        return Gaussian(self.alpha + self.beta @ x, self.tau, validate=False)
+    def _mean_at(self, x) -> Array:
+        _single(self, "the kernel")
+        x = _checks.check_points("x", x, self.dims[0])
+        return self.alpha + x @ self.beta.T
 
-    def log_prob(self, x: Float[Array, " d1"], y: Float[Array, " d2"]) -> Array:
-        """``log K(x, y)``, the transition log-density."""
-        return self(x).log_prob(y)
+    def __call__(self, x: Float[Array, "*n d1"]) -> Gaussian:
+        """The Gaussian ``K(x, .)``.
 
-    def sample(self, key: PRNGKeyArray, x: Float[Array, " d1"]) -> Array:
-        """One draw ``y ~ K(x, .)``."""
-        return self(x).sample(key)
+        For points ``x`` of shape ``(..., d1)``: a batch ``(...)`` of Gaussians, with mean
+        ``(..., d2)`` and covariance ``tau`` broadcast.
+        """
+        mean = self._mean_at(x)
+        cov = jnp.broadcast_to(self.tau, (*mean.shape, mean.shape[-1]))
+        return Gaussian(mean, cov, validate=False)
+
+    def log_prob(
+        self, x: Float[Array, "*n d1"], y: Float[Array, "*n d2"]
+    ) -> Float[Array, "*n"]:
+        """``log K(x, y)``, the transition log-density.
+
+        ``x (..., d1)`` and ``y (..., d2)`` broadcast over their leading axes.
+        """
+        mean = self._mean_at(x)
+        y = _checks.check_points("y", y, self.dims[1])
+        return _log_normal(jnp.linalg.cholesky(sym(self.tau)), y - mean)
+
+    def sample(self, key: PRNGKeyArray, x: Float[Array, "*n d1"]) -> Float[Array, "*n d2"]:
+        """One draw ``y ~ K(x, .)`` for each point ``x`` of shape ``(..., d1)``."""
+        mean = self._mean_at(x)
+        z = jax.random.normal(key, mean.shape, dtype=mean.dtype)
+        return mean + z @ sqrtm(self.tau)
 
     def pushforward(self, eta: Gaussian) -> Gaussian:
         """The ``y``-marginal of ``eta(dx) K(x, dy)``."""
@@ -316,9 +398,18 @@ class AffineMap(eqx.Module):
     offset: Float[Array, "*batch k"]
     """``(k,)``, the value at ``x = 0``."""
 
-    def __call__(self, x: Float[Array, " d"]) -> Array:
-        """Apply the map to one point ``x`` (vmap for many)."""
-        return self.matrix @ x + self.offset
+    def __call__(self, x: Float[Array, "*n d"]) -> Float[Array, "*n k"]:
+        """Apply the map to the points ``x`` of shape ``(..., d)``: ``(..., k)``.
+
+        Example:
+            >>> import jax.numpy as jnp, gaussot_jax as gj
+            >>> T = gj.AffineMap(2.0 * jnp.eye(2), jnp.ones(2))
+            >>> T(jnp.zeros((5, 2))).shape
+            (5, 2)
+        """
+        _check_single_field(self.matrix, 2, "AffineMap")
+        x = _checks.check_points("x", x, self.matrix.shape[-1])
+        return x @ self.matrix.T + self.offset
 
 
 class QuadraticPotential(eqx.Module):
@@ -337,6 +428,17 @@ class QuadraticPotential(eqx.Module):
     const: Float[Array, "*batch"]
     """Scalar, ``f(0)``."""
 
-    def __call__(self, x: Float[Array, " d"]) -> Array:
-        """Evaluate at one point ``x`` (vmap for many)."""
-        return 0.5 * x @ self.quad @ x + self.lin @ x + self.const
+    def __call__(self, x: Float[Array, "*n d"]) -> Float[Array, "*n"]:
+        """Evaluate at the points ``x`` of shape ``(..., d)``: one value per point."""
+        _check_single_field(self.quad, 2, "QuadraticPotential")
+        x = _checks.check_points("x", x, self.quad.shape[-1])
+        quad = jnp.einsum("...i,ij,...j->...", x, self.quad, x)
+        return 0.5 * quad + x @ self.lin + self.const
+
+
+def _check_single_field(field: Array, ndim: int, cls: str) -> None:
+    if field.ndim != ndim:
+        raise ValueError(
+            f"a batch of {cls}s (field shape {field.shape}) cannot be applied directly; "
+            "use jax.vmap over the batch"
+        )

@@ -19,7 +19,12 @@ Everything in the library that needs a square root, a spectral function or a tra
   ``grad_B = A^{1/2} g'(A^{1/2} B A^{1/2}) A^{1/2}``, finite for singular ``A`` or ``B``
   whenever ``g'`` is finite at 0.
 
-All functions take single (unbatched) matrices; batch with ``jax.vmap``.
+The public functions follow ``jax.numpy.linalg``: they take ``(..., d, d)`` arrays and
+map over the leading batch axes (``jax.vmap`` of the unbatched kernel), and they check
+their input in two tiers (``_checks``): shapes and dtypes always, values (finite,
+symmetric, PSD) when concrete, and under ``jit`` inside ``gj.checks()``. The library's
+own modules call the ``*_unchecked`` kernels, single matrices that are not validated
+(their inputs are intermediates, PSD only up to round-off, which is clipped).
 """
 
 from __future__ import annotations
@@ -39,12 +44,18 @@ from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 from jaxtyping import Array, Float
 
+from . import _checks
+
 __all__ = [
     "inv_sqrtm",
+    "inv_sqrtm_unchecked",
     "psd_fn",
+    "psd_fn_unchecked",
     "sqrtm",
+    "sqrtm_unchecked",
     "sym",
     "trace_fn",
+    "trace_fn_unchecked",
 ]
 
 Matrix = Float[Array, "d d"]
@@ -273,13 +284,43 @@ def _sqrtm_ns_jvp(num_iters, precision, primals, tangents):
     return _ns_pair(sym(S), sym(dS), num_iters, precision)
 
 
-def sqrtm(
+def sqrtm_unchecked(
     S: Matrix,
     *,
     method: str = "auto",
     num_iters: int = _NS_ITERS,
     precision=jax.lax.Precision.HIGHEST,
 ) -> Matrix:
+    """:func:`sqrtm` of one ``(d, d)`` matrix, without validation (library internal)."""
+    if method == "newton_schulz":
+        return _sqrtm_ns(S, num_iters, precision)
+    return _sqrtm(S, _resolve(method, S.shape[-1], (*_METHODS, "newton_schulz")))
+
+
+def _matrix_arg(name: str, S, *, definite: bool = False) -> Array:
+    """``S`` as a real ``(..., d, d)`` array, its values checked (see ``_checks``)."""
+    S = _checks.check_real(name, S)
+    _checks.check_square(name, S)
+    return _checks.check_cov(name, S, definite=definite)
+
+
+def _map_batch(kernel: Callable, *mats: Array) -> Array:
+    """``kernel`` of single matrices, mapped over the (broadcast) leading axes of ``mats``."""
+    batch = jnp.broadcast_shapes(*(M.shape[:-2] for M in mats))
+    if not batch:
+        return kernel(*mats)
+    flat = [jnp.broadcast_to(M, (*batch, *M.shape[-2:])).reshape(-1, *M.shape[-2:]) for M in mats]
+    out = jax.vmap(kernel)(*flat)
+    return out.reshape(*batch, *out.shape[1:])
+
+
+def sqrtm(
+    S: Float[Array, "*batch d d"],
+    *,
+    method: str = "auto",
+    num_iters: int = _NS_ITERS,
+    precision=jax.lax.Precision.HIGHEST,
+) -> Float[Array, "*batch d d"]:
     r"""Symmetric PSD square root ``S^{1/2}`` with an exact derivative rule.
 
     ``S = V diag(w) V^T  ->  S^{1/2} = V diag(sqrt w) V^T``; the derivative solves the
@@ -289,8 +330,9 @@ def sqrtm(
     ``sqrt`` at 0): it is then ``inf``, never a silent wrong number.
 
     Args:
-        S: symmetric PSD matrix ``(d, d)``. Only its symmetric part is used; eigenvalues
-            below 0 (round-off) are clipped.
+        S: symmetric PSD matrix ``(..., d, d)`` (leading axes are a batch, as in
+            ``jax.numpy.linalg``). Only its symmetric part is used; eigenvalues below 0
+            (round-off, ``>= -100 d eps max|S|``) are clipped.
         method: ``"auto"`` (default: ``"jacobi"`` for ``d <= 3``, else ``"eigh"``),
             ``"eigh"`` (LAPACK / cuSOLVER eigendecomposition), ``"jacobi"`` (cyclic
             Jacobi on scalars, no library call; exact in one rotation at ``d = 2``;
@@ -306,7 +348,12 @@ def sqrtm(
         precision: matmul precision of the Newton–Schulz iteration.
 
     Returns:
-        ``S^{1/2}``, symmetric PSD.
+        ``S^{1/2}``, symmetric PSD, of the shape of ``S``.
+
+    Raises:
+        ValueError: ``S`` is not a real ``(..., d, d)`` array with ``d >= 1``, or (when
+            concrete, or traced inside ``gj.checks()``) not finite, symmetric and PSD;
+            ``method`` unknown.
 
     Examples:
         >>> import jax.numpy as jnp, gaussot_jax as gj
@@ -314,26 +361,43 @@ def sqrtm(
         >>> [[round(v, 5) for v in row] for row in X.tolist()]
         [[2.0, 0.0], [0.0, 3.0]]
     """
-    if method == "newton_schulz":
-        return _sqrtm_ns(S, num_iters, precision)
-    return _sqrtm(S, _resolve(method, S.shape[-1], (*_METHODS, "newton_schulz")))
+    _resolve(method, 1, (*_METHODS, "newton_schulz"))
+    S = _matrix_arg("S", S)
+    return _map_batch(
+        lambda X: sqrtm_unchecked(X, method=method, num_iters=num_iters, precision=precision), S
+    )
 
 
-def inv_sqrtm(S: Matrix, *, method: str = "auto") -> Matrix:
+def inv_sqrtm_unchecked(S: Matrix, *, method: str = "auto") -> Matrix:
+    """:func:`inv_sqrtm` of one ``(d, d)`` matrix, without validation (library internal)."""
+    return _inv_sqrtm(S, _resolve(method, S.shape[-1]))
+
+
+def inv_sqrtm(S: Float[Array, "*batch d d"], *, method: str = "auto") -> Float[Array, "*batch d d"]:
     r"""Inverse square root ``S^{-1/2}`` of a symmetric positive-definite matrix.
 
     Derivative ``dZ = -Z dX Z`` with ``dX`` the Sylvester solve of :func:`sqrtm`, exact
     at repeated eigenvalues and at every order.
 
     Args:
-        S: symmetric positive-definite ``(d, d)``; a singular ``S`` gives ``inf``.
+        S: symmetric positive-definite ``(..., d, d)`` (leading axes are a batch).
         method: eigensolver, ``"auto"`` (default), ``"eigh"`` or ``"jacobi"`` as in
             :func:`sqrtm`.
 
     Returns:
-        ``S^{-1/2}``.
+        ``S^{-1/2}``, of the shape of ``S``.
+
+    Raises:
+        ValueError: as :func:`sqrtm`, and ``S`` not positive definite (smallest
+            eigenvalue ``<= 100 d eps max|S|``).
+
+    Example:
+        >>> import jax.numpy as jnp, gaussot_jax as gj
+        >>> Z = gj.inv_sqrtm(jnp.array([[4.0, 0.0], [0.0, 9.0]]))  # diag(1/2, 1/3)
     """
-    return _inv_sqrtm(S, _resolve(method, S.shape[-1]))
+    _resolve(method, 1)
+    S = _matrix_arg("S", S, definite=True)
+    return _map_batch(lambda X: inv_sqrtm_unchecked(X, method=method), S)
 
 
 # --------------------------------------------------------------------------------------
@@ -654,7 +718,19 @@ def _psd_fn(f: Callable, method: str, S: Matrix, *args) -> Matrix:
     return _frechet(f, method, S, args)
 
 
-def psd_fn(f: Callable, S: Matrix, *args, method: str = "auto") -> Matrix:
+def psd_fn_unchecked(f: Callable, S: Matrix, *args, method: str = "auto") -> Matrix:
+    """:func:`psd_fn` of one ``(d, d)`` matrix, without validation (library internal)."""
+    return _psd_fn(f, _resolve(method, S.shape[-1]), S, *args)
+
+
+def _check_fn(name: str, f) -> None:
+    if not callable(f):
+        raise ValueError(f"{name} must be callable, got {type(f).__name__}")
+
+
+def psd_fn(
+    f: Callable, S: Float[Array, "*batch d d"], *args, method: str = "auto"
+) -> Float[Array, "*batch d d"]:
     r"""Spectral function ``f(S) = V diag(f(w, *args)) V^T`` of a symmetric PSD matrix.
 
     The derivative is the Daleckii–Krein rule ``df(S)[dS] = V (F * (V^T dS V)) V^T`` with
@@ -672,21 +748,29 @@ def psd_fn(f: Callable, S: Matrix, *args, method: str = "auto") -> Matrix:
             vector ``w`` of any length), differentiable in ``w`` and ``args``, as many
             times as the derivative order asked for (plus two, for the error estimate of
             the divided differences).
-        S: symmetric PSD ``(d, d)``; eigenvalues below 0 (round-off) are clipped.
+        S: symmetric PSD ``(..., d, d)`` (leading axes are a batch); eigenvalues below 0
+            (round-off) are clipped.
         *args: array parameters of ``f`` (differentiable, e.g. ``epsilon``; a
-            derivative in an array parameter costs one evaluation per entry).
+            derivative in an array parameter costs one evaluation per entry), shared by
+            every member of a batch (``jax.vmap`` to vary them).
         method: eigensolver, ``"auto"`` (default: ``"jacobi"`` for ``d <= 3``, else
             ``"eigh"``), ``"eigh"`` or ``"jacobi"`` (see :func:`sqrtm`).
 
     Returns:
-        ``f(S)``, symmetric.
+        ``f(S)``, symmetric, of the shape of ``S``.
 
-    Example:
+    Raises:
+        ValueError: ``f`` not callable, or ``S`` as in :func:`sqrtm`.
+
+    Examples:
         >>> import jax, jax.numpy as jnp, gaussot_jax as gj
         >>> E = gj.psd_fn(jnp.exp, jnp.eye(2))  # e I
         >>> H = jax.hessian(lambda s: jnp.trace(gj.psd_fn(jnp.exp, s)))(jnp.eye(2))
     """
-    return _psd_fn(f, _resolve(method, S.shape[-1]), S, *args)
+    _check_fn("f", f)
+    _resolve(method, 1)
+    S = _matrix_arg("S", S)
+    return _map_batch(lambda X: psd_fn_unchecked(f, X, *args, method=method), S)
 
 
 # --------------------------------------------------------------------------------------
@@ -791,7 +875,19 @@ def _trace_fn_jvp(g, method, primals, tangents):
     return value, dvalue if extra is None else dvalue + extra
 
 
-def trace_fn(g: Callable, A: Matrix, B: Matrix, *args, method: str = "auto") -> Array:
+def trace_fn_unchecked(g: Callable, A: Matrix, B: Matrix, *args, method: str = "auto") -> Array:
+    """:func:`trace_fn` of one pair of ``(d, d)`` matrices, without validation."""
+    resolved = _resolve(method, A.shape[-1], _TRACE_METHODS)
+    return _trace_fn(g, "cholesky" if method == "auto" else resolved, A, B, *args)
+
+
+def trace_fn(
+    g: Callable,
+    A: Float[Array, "*batch d d"],
+    B: Float[Array, "*batch d d"],
+    *args,
+    method: str = "auto",
+) -> Float[Array, "*batch"]:
     r"""``Tr g(AB) = sum_i g(lambda_i)`` over the eigenvalues of ``A^{1/2} B A^{1/2}``.
 
     Gradients (docs/core.md): ``grad_A = B^{1/2} g'(B^{1/2} A B^{1/2}) B^{1/2}`` and
@@ -804,9 +900,9 @@ def trace_fn(g: Callable, A: Matrix, B: Matrix, *args, method: str = "auto") -> 
 
     Args:
         g: elementwise scalar function ``g(lambda, *args)``.
-        A: symmetric PSD ``(d, d)``.
-        B: symmetric PSD ``(d, d)``.
-        *args: array parameters of ``g`` (differentiable).
+        A: symmetric PSD ``(..., d, d)`` (leading axes are a batch).
+        B: symmetric PSD ``(..., d, d)``; the batch shapes of ``A`` and ``B`` broadcast.
+        *args: array parameters of ``g`` (differentiable), shared by the batch.
         method: ``"auto"`` (default: ``"jacobi"`` for ``d <= 3``, else
             ``"cholesky"``); ``"cholesky"`` (``F = chol(A)``, one ``eigh`` of
             ``F^T B F`` for the value, two for value and gradient; at a singular
@@ -814,7 +910,26 @@ def trace_fn(g: Callable, A: Matrix, B: Matrix, *args, method: str = "auto") -> 
             ``"jacobi"`` (``F = A^{1/2}`` by that eigensolver, see :func:`sqrtm`).
 
     Returns:
-        The scalar ``sum_i g(lambda_i(AB), *args)``.
+        ``sum_i g(lambda_i(AB), *args)``: a scalar, or one per member of the batch.
+
+    Raises:
+        ValueError: ``g`` not callable; ``A`` or ``B`` as in :func:`sqrtm`; their ``d``
+            differ or their batch shapes do not broadcast.
+
+    Example:
+        >>> import jax.numpy as jnp, gaussot_jax as gj
+        >>> t = gj.trace_fn(jnp.sqrt, jnp.eye(2), 4.0 * jnp.eye(2))  # 2 + 2
     """
-    resolved = _resolve(method, A.shape[-1], _TRACE_METHODS)
-    return _trace_fn(g, "cholesky" if method == "auto" else resolved, A, B, *args)
+    _check_fn("g", g)
+    _resolve(method, 1, _TRACE_METHODS)
+    A, B = _matrix_arg("A", A), _matrix_arg("B", B)
+    if A.shape[-1] != B.shape[-1]:
+        raise ValueError(f"A and B must have the same d, got shapes {A.shape} and {B.shape}")
+    try:
+        jnp.broadcast_shapes(A.shape[:-2], B.shape[:-2])
+    except ValueError:
+        raise ValueError(
+            f"the batch shapes of A {A.shape} and B {B.shape} do not broadcast"
+        ) from None
+    A, B = _checks.common_float(A, B)
+    return _map_batch(lambda X, Y: trace_fn_unchecked(g, X, Y, *args, method=method), A, B)

@@ -51,7 +51,8 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from . import _checks
 from .gaussians import Gaussian, LinearGaussianKernel
-from .linalg import sqrtm, sym
+from .linalg import sqrtm_unchecked as sqrtm
+from .linalg import sym
 
 __all__ = [
     "LinearSDE",

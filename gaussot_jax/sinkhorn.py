@@ -37,7 +37,8 @@ from jaxtyping import Array, Float
 from . import _checks
 from .bridge import SchrodingerBridge, _bridge, check_problem, reference_weight
 from .gaussians import Gaussian, LinearGaussianKernel
-from .linalg import _eigh_psd, sqrtm, sym
+from .linalg import _eigh_psd, sym
+from .linalg import sqrtm_unchecked as sqrtm
 
 __all__ = ["SinkhornTrace", "gaussian_sinkhorn", "sinkhorn_fixed_point"]
 

@@ -64,7 +64,9 @@ from jaxtyping import Array, Float
 from . import _checks
 from .coupling import solve_coupling
 from .gaussians import ScaledGaussian
-from .linalg import _eigh_psd, psd_fn, sym, trace_fn
+from .linalg import _eigh_psd, sym
+from .linalg import psd_fn_unchecked as psd_fn
+from .linalg import trace_fn_unchecked as trace_fn
 
 __all__ = ["UnbalancedEntropicOT", "unbalanced_entropic_ot"]
 
@@ -270,14 +272,10 @@ def _uot(ma, a, A, mb, b, B, eps, gamma):
 
 
 def _check_scalar(name, x, dtype) -> Array:
-    x = jnp.asarray(x, dtype=dtype)
-    if x.ndim != 0:
-        raise ValueError(f"{name} must be a scalar (vmap for many), got shape {x.shape}")
-    _checks.check_positive(name, x)
-    return x
+    return _checks.check_scalar(name, x, dtype)
 
 
-def _check_measures(a, b) -> None:
+def _check_measures(a, b) -> tuple[ScaledGaussian, ScaledGaussian]:
     for name, g in (("a", a), ("b", b)):
         _checks.check_single(name, g, ScaledGaussian)
         _checks.check_positive(f"{name}.mass", g.mass)
@@ -285,6 +283,7 @@ def _check_measures(a, b) -> None:
         _checks.check_cov(f"{name}.cov", g.cov)
     if a.dim != b.dim:
         raise ValueError(f"dimensions differ: a has d={a.dim}, b has d={b.dim}")
+    return _checks.check_measure("a", a), _checks.check_measure("b", b)
 
 
 def unbalanced_entropic_ot(
@@ -344,7 +343,7 @@ def unbalanced_entropic_ot(
         >>> round(float(pi_1.mass), 4), round(float(pi_2.mass), 4)  # both marginals carry m_pi
         (0.9079, 0.9079)
     """
-    _check_measures(a, b)
+    a, b = _check_measures(a, b)
     dtype = jnp.result_type(a.mean, b.mean)
     eps = _check_scalar("epsilon", epsilon, dtype)
     gam = _check_scalar("gamma", gamma, dtype)
