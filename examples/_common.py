@@ -3,18 +3,42 @@
 import argparse
 import pathlib
 import sys
+import tempfile
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+# Figures go outside the source tree unless --out says otherwise (the gallery in
+# examples/figures/ is regenerated with --out examples/figures).
+DEFAULT_OUT = str(pathlib.Path(tempfile.gettempdir()) / "gaussot_jax_figures")
+
+
+def require_matplotlib():
+    """Exit with the install command when matplotlib (the ``plot`` extra) is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+    except ImportError:
+        sys.exit("this example draws figures with matplotlib: pip install 'gaussot_jax[plot]'")
+
+
+def out_dir(path):
+    """Create the output folder and say where the figures go."""
+    out = pathlib.Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"figures go to {out.resolve()}")
+    return out
+
 
 def parse(description):
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--out", default=str(pathlib.Path(__file__).parent / "figures"))
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     p.add_argument("--quick", action="store_true", help="a few steps, for smoke tests")
     args = p.parse_args()
-    pathlib.Path(args.out).mkdir(parents=True, exist_ok=True)
+    require_matplotlib()
+    out_dir(args.out)
     return args
 
 

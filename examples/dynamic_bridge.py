@@ -14,7 +14,10 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import matplotlib
+from _common import DEFAULT_OUT, require_matplotlib  # noqa: E402
+
+require_matplotlib()
+import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -43,9 +46,10 @@ def ellipse(g, nsd=2.0, num=100):
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer paths, coarser grid")
-    parser.add_argument("--out", default="examples/figures/", help="output directory")
+    parser.add_argument("--out", default=DEFAULT_OUT, help="output folder")
     args = parser.parse_args()
     out = Path(args.out)
+    print(f"figures go to {out.resolve()}")
     out.mkdir(parents=True, exist_ok=True)
 
     T = 1.0

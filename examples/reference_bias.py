@@ -26,6 +26,9 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp  # noqa: E402
+from _common import DEFAULT_OUT, require_matplotlib  # noqa: E402
+
+require_matplotlib()
 import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
@@ -176,10 +179,11 @@ def guided_2d(out_dir, quick):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="examples/figures", help="folder for the PNGs")
+    parser.add_argument("--out", default=DEFAULT_OUT, help="output folder")
     parser.add_argument("--quick", action="store_true", help="coarse grids, fast run")
     args = parser.parse_args()
     out_dir = Path(args.out)
+    print(f"figures go to {out_dir.resolve()}")
     out_dir.mkdir(parents=True, exist_ok=True)
     one_d_figures(out_dir, args.quick)
     guided_2d(out_dir, args.quick)

@@ -17,7 +17,10 @@ import pathlib
 
 import jax
 import jax.numpy as jnp
-import matplotlib
+from _common import DEFAULT_OUT, require_matplotlib  # noqa: E402
+
+require_matplotlib()
+import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -60,10 +63,11 @@ def measured_rate(err):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="examples/figures/", help="output directory")
+    parser.add_argument("--out", default=DEFAULT_OUT, help="output folder")
     parser.add_argument("--quick", action="store_true", help="fast run (fewer points)")
     args = parser.parse_args()
     out = pathlib.Path(args.out)
+    print(f"figures go to {out.resolve()}")
     out.mkdir(parents=True, exist_ok=True)
 
     eta, mu = problem()

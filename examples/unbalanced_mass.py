@@ -14,7 +14,10 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import matplotlib
+from _common import DEFAULT_OUT, require_matplotlib  # noqa: E402
+
+require_matplotlib()
+import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -27,7 +30,7 @@ jax.config.update("jax_enable_x64", True)
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="examples/figures/", help="output folder")
+    parser.add_argument("--out", default=DEFAULT_OUT, help="output folder (default: a temp folder)")
     parser.add_argument("--quick", action="store_true", help="coarse grids")
     args = parser.parse_args()
     n = 25 if args.quick else 200
@@ -61,6 +64,7 @@ def main():
     ax2.legend()
     fig.tight_layout()
     out = Path(args.out)
+    print(f"figures go to {out.resolve()}")
     out.mkdir(parents=True, exist_ok=True)
     fig.savefig(out / "unbalanced_mass.png", dpi=90)
     print(f"wrote {out / 'unbalanced_mass.png'}")

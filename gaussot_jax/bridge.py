@@ -36,10 +36,10 @@ class SchrodingerBridge(eqx.Module):
     """Result of :func:`schrodinger_bridge`: the static bridge and everything around it.
 
     Attributes:
-        eta: The ``x``-marginal ``N(m1, S1)``.
-        mu: The ``y``-marginal ``N(m2, S2)``.
+        source: The ``x``-marginal ``N(m1, S1)`` (the first argument; also ``eta``).
+        target: The ``y``-marginal ``N(m2, S2)`` (the second argument; also ``mu``).
         forward: ``y | x`` under the bridge: ``(alpha*, beta*, tau*)``.
-        backward: ``x | y`` under the bridge (the Bayes map of ``forward`` under ``eta``).
+        backward: ``x | y`` under the bridge (the Bayes map of ``forward`` under ``source``).
         cross_cov: ``C = Cov(x, y) = S1 W tau*`` under the bridge.
         plan: The bridge, a Gaussian on ``R^{d1 + d2}`` with covariance ``[[S1, C], [C^T, S2]]``.
         kl: ``KL(bridge || eta ⊗ kernel)``.
@@ -49,10 +49,10 @@ class SchrodingerBridge(eqx.Module):
         transport_map: The entropic (barycentric) map ``x -> E[y | x] = alpha* + beta* x``.
     """
 
-    eta: Gaussian
-    """The ``x``-marginal ``N(m1, S1)``."""
-    mu: Gaussian
-    """The ``y``-marginal ``N(m2, S2)``."""
+    source: Gaussian
+    """The ``x``-marginal ``N(m1, S1)``, the first argument."""
+    target: Gaussian
+    """The ``y``-marginal ``N(m2, S2)``, the second argument."""
     forward: LinearGaussianKernel
     """``y | x`` under the bridge: ``(alpha*, beta*, tau*)``."""
     backward: LinearGaussianKernel
@@ -72,10 +72,20 @@ class SchrodingerBridge(eqx.Module):
     transport_map: AffineMap
     """The entropic (barycentric) map ``x -> E[y | x] = alpha* + beta* x``."""
 
+    @property
+    def eta(self) -> Gaussian:
+        """The source marginal, [ADM25]'s ``eta`` (same as :attr:`source`)."""
+        return self.source
+
+    @property
+    def mu(self) -> Gaussian:
+        """The target marginal, [ADM25]'s ``mu`` (same as :attr:`target`)."""
+        return self.target
+
     def sample(
         self, key: PRNGKeyArray, shape: tuple[int, ...] = ()
     ) -> tuple[Float[Array, "*shape d1"], Float[Array, "*shape d2"]]:
-        """Pairs ``(x, y)`` from the bridge: ``x ~ eta``, ``y ~ forward(x)``.
+        """Pairs ``(x, y)`` from the bridge: ``x ~ source``, ``y ~ forward(x)``.
 
         Args:
             key: a PRNG key.
@@ -85,7 +95,7 @@ class SchrodingerBridge(eqx.Module):
             ``x`` of shape ``(*shape, d1)`` and ``y`` of shape ``(*shape, d2)``.
         """
         kx, ky = jax.random.split(key)
-        x = self.eta.sample(kx, shape)
+        x = self.source.sample(kx, shape)
         noise = Gaussian(jnp.zeros_like(self.forward.alpha), self.forward.tau, validate=False)
         y = self.forward.alpha + x @ self.forward.beta.T + noise.sample(ky, shape)
         return x, y
@@ -188,8 +198,8 @@ def _bridge(eta: Gaussian, mu: Gaussian, kernel: LinearGaussianKernel) -> Schrod
     )
     rate, mean_rate = _rate_terms(S1, S2, W)
     return SchrodingerBridge(
-        eta=eta,
-        mu=mu,
+        source=eta,
+        target=mu,
         forward=forward,
         backward=backward,
         cross_cov=C,

@@ -46,7 +46,8 @@ class EntropicOT(eqx.Module):
         plan: The optimal plan, a Gaussian on ``R^{2d}``.
         potentials: ``(f, g)``: ``d plan / dR = exp((f(x) + g(y) - ||x - y||^2) / eps)``, ``R`` the
             reference (``mu ⊗ nu`` by default), and ``E_mu f + E_nu g = cost``.
-        entropic_map: The barycentric projection ``x -> E_plan[y | x] = b + S W^T (x - a)``.
+        transport_map: The map this plan induces, its barycentric projection
+            ``x -> E_plan[y | x] = b + S W^T (x - a)`` (also ``entropic_map``).
         epsilon: The regularisation strength.
     """
 
@@ -59,10 +60,15 @@ class EntropicOT(eqx.Module):
     potentials: tuple[QuadraticPotential, QuadraticPotential]
     """``(f, g)``: ``d plan / dR = exp((f(x) + g(y) - ||x - y||^2) / eps)``, ``R`` the
     reference (``mu ⊗ nu`` by default), and ``E_mu f + E_nu g = cost``."""
-    entropic_map: AffineMap
-    """The barycentric projection ``x -> E_plan[y | x] = b + S W^T (x - a)``."""
+    transport_map: AffineMap
+    """The map this plan induces: ``x -> E_plan[y | x] = b + S W^T (x - a)``."""
     epsilon: Float[Array, ""]
     """The regularisation strength."""
+
+    @property
+    def entropic_map(self) -> AffineMap:
+        """The same map as :attr:`transport_map` (the name [JMPC20]'s readers know)."""
+        return self.transport_map
 
 
 @jax.custom_jvp
@@ -234,7 +240,7 @@ def _reference_ot(mu: Gaussian, nu: Gaussian, eps: Array, ref: Gaussian) -> Entr
         cross_cov=C,
         plan=plan,
         potentials=_potentials(a, b, P, Q, const, eps, Lam_delta[:d], Lam_delta[d:]),
-        entropic_map=AffineMap(T, b - T @ a),
+        transport_map=AffineMap(T, b - T @ a),
         epsilon=eps,
     )
 
@@ -283,7 +289,7 @@ def entropic_ot(
     Returns:
         :class:`EntropicOT` with ``cost``, ``cross_cov``, ``plan``, ``potentials``
         ``(f, g)`` (``d plan/dR = exp((f(x) + g(y) - ||x-y||^2)/eps)``,
-        ``E_mu f + E_nu g = cost``) and ``entropic_map``. Fields you do not use cost
+        ``E_mu f + E_nu g = cost``) and ``transport_map``. Fields you do not use cost
         nothing under ``jit``.
 
     Raises:
@@ -329,7 +335,7 @@ def entropic_ot(
         cross_cov=C,
         plan=plan,
         potentials=_potentials(a, b, P, Q, fwd.kl, eps),
-        entropic_map=AffineMap(T, b - T @ a),
+        transport_map=AffineMap(T, b - T @ a),
         epsilon=eps,
     )
 

@@ -252,6 +252,10 @@ class LowRankEntropicOT(eqx.Module):
         """The barycentric projection ``E_plan[y | x]`` at points ``(..., d)``."""
         return self.map_matrix.apply(x) + self.map_offset
 
+    def transport_map(self, x: Float[Array, "... d"]) -> Array:
+        """The same map as :meth:`entropic_map`, by the library's common name."""
+        return self.entropic_map(x)
+
 
 class LowRankUnbalancedOT(eqx.Module):
     """Result of :func:`lowrank_unbalanced_entropic_ot`: value and transported mass."""

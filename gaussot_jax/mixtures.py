@@ -323,6 +323,10 @@ class MixtureOT(eqx.Module):
         Tx = jnp.einsum("mij,...j->...mi", A, x) + b
         return jnp.einsum("...m,...mi->...i", w, Tx)
 
+    def transport_map(self, x: Float[Array, "*points d"]) -> Float[Array, "*points d"]:
+        """The same map as :meth:`map`, by the library's common name."""
+        return self.map(x)
+
     def sample_map(self, key: PRNGKeyArray, x: Float[Array, "*points d"]) -> Array:
         r"""The random map ``T_rand``: ``T_ij(x)``, ``(i, j) ~ P_ij N_i(x) / p(x)`` [DD20, §6.1].
 
