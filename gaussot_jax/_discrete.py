@@ -56,7 +56,15 @@ __all__ = ["DiscreteOT", "discrete_ot"]
 
 
 class DiscreteOT(eqx.Module):
-    """Result of :func:`discrete_ot`."""
+    """Result of :func:`discrete_ot`.
+
+    Attributes:
+        cost: The optimal value (``<P, C>`` for the LP, ``<a, f> + <b, g>`` for ``eps > 0``).
+        plan: The optimal coupling ``P`` of ``a`` and ``b``.
+        potentials: Dual potentials ``(f, g)`` (of the last, smallest-eps stage for the LP).
+        marginal_error: ``||P 1 - a||_1 + ||P^T 1 - b||_1`` before rounding (the solver's
+            residual).
+    """
 
     cost: Float[Array, ""]
     """The optimal value (``<P, C>`` for the LP, ``<a, f> + <b, g>`` for ``eps > 0``)."""

@@ -216,6 +216,11 @@ class SubspaceOperator(eqx.Module):
 
     ``basis`` has orthonormal columns; results on :class:`LowRankGaussian` pairs (cross
     covariances, map matrices) have this form.
+
+    Attributes:
+        basis: ``(d, r)`` orthonormal columns spanning the subspace.
+        core: ``(r, r)`` the matrix on the subspace, in that basis.
+        scalar: the eigenvalue on the orthogonal complement.
     """
 
     basis: Float[Array, "d r"]
@@ -235,7 +240,15 @@ class SubspaceOperator(eqx.Module):
 
 
 class LowRankEntropicOT(eqx.Module):
-    """Result of :func:`lowrank_entropic_ot`: value, cross-covariance and entropic map."""
+    """Result of :func:`lowrank_entropic_ot`: value, cross-covariance and entropic map.
+
+    Attributes:
+        cost: The optimal value ``OT_eps(mu, nu)``.
+        cross_cov: ``C = Cov(x, y)`` under the optimal plan, factored.
+        map_matrix: ``T`` of the entropic map ``x -> E[y | x] = b + T (x - a)``, factored.
+        map_offset: ``b - T a``.
+        epsilon: The regularisation strength.
+    """
 
     cost: Float[Array, ""]
     """The optimal value ``OT_eps(mu, nu)``."""
@@ -258,7 +271,12 @@ class LowRankEntropicOT(eqx.Module):
 
 
 class LowRankUnbalancedOT(eqx.Module):
-    """Result of :func:`lowrank_unbalanced_entropic_ot`: value and transported mass."""
+    """Result of :func:`lowrank_unbalanced_entropic_ot`: value and transported mass.
+
+    Attributes:
+        cost: The optimal value ``UOT`` (with its mass terms).
+        log_mass: ``log m_pi``, the plan's log-mass.
+    """
 
     cost: Float[Array, ""]
     """The optimal value ``UOT`` (with its mass terms)."""

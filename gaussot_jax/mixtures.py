@@ -270,7 +270,21 @@ def fit_gmm(
 
 
 class MixtureOT(eqx.Module):
-    """Result of :func:`mixture_ot`: value, component plan, cost matrix, maps."""
+    """Result of :func:`mixture_ot`: value, component plan, cost matrix, maps.
+
+    Attributes:
+        cost: ``sum_ij P_ij D_ij`` (+ ``epsilon KL(P || w_p ⊗ w_q)`` for ``epsilon > 0``).
+        plan: The optimal coupling ``P`` of the component weights (no derivative).
+        cost_matrix: ``D_ij``: ``W2^2`` between components, or ``OT_{component_epsilon}`` /
+            ``S_eps``.
+        potentials: Dual potentials of the discrete problem: the gradients of ``cost`` in the
+            weights.
+        source: The source mixture ``p``.
+        target: The target mixture ``q``.
+        epsilon: The discrete problem's regularisation (0: the exact linear program).
+        component_epsilon: The components' entropic regularisation, or ``None`` (W2^2).
+        exact: Whether the plan is the exact LP solution (``epsilon = 0``, static).
+    """
 
     cost: Float[Array, ""]
     """``sum_ij P_ij D_ij`` (+ ``epsilon KL(P || w_p ⊗ w_q)`` for ``epsilon > 0``)."""
