@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from collections.abc import Callable, Iterator
+from typing import cast
 
 import equinox as eqx
 import jax
@@ -190,7 +191,7 @@ def asymmetric(S):
 
 
 def _min_relative_eig(S):
-    S = jnp.where(jnp.isfinite(S), S, 0.0)
+    S = cast(jax.Array, jnp.where(jnp.isfinite(S), S, 0.0))
     w = jnp.linalg.eigvalsh(0.5 * (S + jnp.swapaxes(S, -1, -2)))
     return w[..., 0] / _scale(S)
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import warnings
 
-import jaxlib
+import jaxlib.version
 
 _DEADLOCKING = ("0.10.0", "0.10.1", "0.10.2")
 
 
-def warn_if_deadlocking_jaxlib(version: str = jaxlib.__version__) -> bool:
+def warn_if_deadlocking_jaxlib(version: str = jaxlib.version.__version__) -> bool:
     """Warn (once per call) if ``version`` is a jaxlib release known to deadlock on CPU."""
     if version in _DEADLOCKING:
         warnings.warn(

@@ -43,6 +43,7 @@ without derivatives.
 from __future__ import annotations
 
 import functools
+from typing import cast
 
 import equinox as eqx
 import jax
@@ -83,7 +84,7 @@ def _stages(dtype, decay: float) -> tuple[int, float]:
 
 
 def _log(w):
-    return jnp.where(w > 0, jnp.log(jnp.where(w > 0, w, 1.0)), -jnp.inf)
+    return jnp.where(w > 0, jnp.log(cast(Array, jnp.where(w > 0, w, 1.0))), -jnp.inf)
 
 
 def _sinkhorn(a, b, C, eps, *, exact: bool, decay: float, max_iters: int, tol: float):
@@ -166,7 +167,7 @@ def _tree_plan(score, a, b):
         e_drop = jnp.argmin(jnp.where(active, vals, jnp.inf))
         has_leaf = jnp.any(leaf)
         e = jnp.where(has_leaf, e_leaf, e_drop)
-        flow = jnp.where(has_leaf & jnp.any(active), res[node], 0.0)
+        flow = cast(Array, jnp.where(has_leaf & jnp.any(active), res[node], 0.0))
         other = jnp.where(rows[e] == node, cols[e], rows[e])
         res = jnp.where(has_leaf, res.at[other].add(-flow).at[node].set(0.0), res)
         live = active[e]
@@ -197,7 +198,7 @@ def _finish(P, a, b, C, f, g):
         tree, ok = _tree_plan(score, a, b)
         cost = jnp.sum(tree * C)
         better = ok & (cost <= best_cost)
-        best = jnp.where(better, tree, best)
+        best = cast(Array, jnp.where(better, tree, best))
         best_cost = jnp.where(better, cost, best_cost)
     return best
 
@@ -272,7 +273,7 @@ def discrete_ot(
     a: Float[Array, " n"],
     b: Float[Array, " m"],
     cost_matrix: Float[Array, "n m"],
-    epsilon=0.0,
+    epsilon: float | Array = 0.0,
     *,
     decay: float = 0.3,
     max_iters: int = 10000,

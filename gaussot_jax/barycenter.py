@@ -238,7 +238,9 @@ def _fixed_point(covs, w, eps, *, debiased: bool, tol: float, max_iter: int) -> 
 
 
 @functools.partial(jax.jit, static_argnames=("debiased", "tol", "max_iter"))
-def _barycenter_cov(covs, w, eps, *, debiased: bool, tol: float, max_iter: int) -> Matrix:
+def _barycenter_cov(
+    covs, w, eps, *, debiased: bool, tol: float, max_iter: int
+) -> tuple[Matrix, Array]:
     def solve(covs, w, *eps_):
         return _fixed_point(
             covs, w, eps_[0] if eps_ else None, debiased=debiased, tol=tol, max_iter=max_iter

@@ -19,6 +19,7 @@ With a full-rank Gaussian reference ``R = N(r, Sigma_R)`` in place of ``mu ⊗ n
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING, cast, overload
 
 import equinox as eqx
 import jax
@@ -33,6 +34,9 @@ from .gaussians import AffineMap, Gaussian, QuadraticPotential
 from .linalg import sqrtm_unchecked as sqrtm
 from .linalg import sym
 from .linalg import trace_fn_unchecked as trace_fn
+
+if TYPE_CHECKING:  # lowrank imports this module at run time
+    from .lowrank import LowRankEntropicOT, LowRankGaussian
 
 __all__ = ["EntropicOT", "correlation_reference", "entropic_ot", "sinkhorn_divergence"]
 
@@ -245,9 +249,27 @@ def _reference_ot(mu: Gaussian, nu: Gaussian, eps: Array, ref: Gaussian) -> Entr
     )
 
 
+@overload
 def entropic_ot(
     mu: Gaussian, nu: Gaussian, epsilon, reference: Gaussian | None = None
-) -> EntropicOT:
+) -> EntropicOT: ...
+@overload
+def entropic_ot(
+    mu: LowRankGaussian, nu: LowRankGaussian, epsilon, reference: None = None
+) -> LowRankEntropicOT: ...
+@overload
+def entropic_ot(
+    mu: Gaussian | LowRankGaussian,
+    nu: Gaussian | LowRankGaussian,
+    epsilon,
+    reference: None = None,
+) -> EntropicOT | LowRankEntropicOT: ...
+def entropic_ot(
+    mu: Gaussian | LowRankGaussian,
+    nu: Gaussian | LowRankGaussian,
+    epsilon,
+    reference: Gaussian | None = None,
+) -> EntropicOT | LowRankEntropicOT:
     r"""Entropic OT between Gaussians in closed form [JMPC20, Thm 1], [REF25].
 
     Solves ``min_{pi in Pi(mu, nu)} E_pi ||x - y||^2 + epsilon KL(pi || R)`` with
@@ -315,7 +337,8 @@ def entropic_ot(
 
     if lowrank.involves(mu, nu):
         return lowrank.lowrank_entropic_ot(mu, nu, epsilon, reference)
-    mu, nu = check_pair(mu, nu)
+    # Neither is low-rank (dispatched above); check_pair validates them as Gaussians.
+    mu, nu = check_pair(cast(Gaussian, mu), cast(Gaussian, nu))
     eps = _check_epsilon(epsilon, mu.mean.dtype)
     if reference is not None:
         return _reference_ot(mu, nu, eps, _check_reference(reference, mu, nu))
@@ -444,7 +467,7 @@ def _phi_dd(a, b, eps):
     ratio = jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), 1.0)
     formula = (1.0 + ratio) / ((1.0 + sa) * (1.0 + sb))
     gap = jnp.where(same, 1.0, a - b)
-    return jnp.where(same, formula, (pa - pb) / gap)
+    return cast(Array, jnp.where(same, formula, (pa - pb) / gap))
 
 
 def _sd_cov_naive(A, B, eps):

@@ -32,7 +32,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import cast
 
 import jax
@@ -472,11 +472,12 @@ class _Derived:
 
     def __call__(self, w, *args):
         if self.arg is not None:
-            a = args[self.arg]
+            m = self.arg  # narrowed to int (the closure below would not see the narrowing)
+            a = args[m]
             da = jnp.zeros(jnp.shape(a), jnp.result_type(a)).at[self.index].set(1.0)
 
             def in_arg(x):
-                return self.f(w, *args[: self.arg], x, *args[self.arg + 1 :])
+                return self.f(w, *args[:m], x, *args[m + 1 :])
 
             return jax.jvp(in_arg, (a,), (da,))[1]
 
@@ -493,7 +494,7 @@ def _d_dw(f: Callable) -> Callable:
     return _Derived(f, 1)
 
 
-def _arg_terms(fn: Callable, f: Callable, args: tuple, dargs: tuple):
+def _arg_terms(fn: Callable, f: Callable, args: Sequence, dargs: Sequence):
     """``sum_m sum_idx dargs[m][idx] * fn(df / d args[m][idx])`` over nonzero tangents.
 
     Each term evaluates ``fn`` on known inputs only (a new derived function), times a
@@ -567,6 +568,7 @@ def _contract(T: Array, Et: list) -> Array:
     for perm in itertools.permutations(range(k)):
         term = jnp.einsum(spec, T, *(Et[p] for p in perm), optimize=True)
         out = term if out is None else out + term
+    assert out is not None  # permutations(range(k)) is never empty (k = 0: one, empty)
     return out
 
 
@@ -684,7 +686,7 @@ def _frechet_transpose(ct, *operands, f, method, n_args, k, batch):
     unbatched = tuple(lvl for lvl, (_, a) in enumerate(batch) if a[i] is None)
     if unbatched:
         res = jnp.sum(res, axis=unbatched)
-    out = [None] * len(operands)
+    out: list[Array | None] = [None] * len(operands)
     out[i] = res
     return out
 

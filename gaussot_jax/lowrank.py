@@ -44,6 +44,8 @@ where ``M`` has full column rank.
 
 from __future__ import annotations
 
+from typing import cast
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -51,7 +53,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from . import _checks
 from .bures import bures_wasserstein2
-from .entropic import _check_epsilon, entropic_ot, sinkhorn_divergence
+from .entropic import EntropicOT, _check_epsilon, entropic_ot, sinkhorn_divergence
 from .gaussians import Gaussian, ScaledGaussian
 from .linalg import sym, trace_fn
 from .unbalanced import unbalanced_entropic_ot
@@ -307,7 +309,7 @@ def involves(mu, nu) -> bool:
     return isinstance(mu, LowRankGaussian) or isinstance(nu, LowRankGaussian)
 
 
-def _pair(mu, nu, names=("mu", "nu")):
+def _pair(mu, nu, names=("mu", "nu")) -> tuple[Gaussian, Gaussian] | None:
     """Validate a pair; returns ``None`` for a low-rank pair, else the dense pair (mixed)."""
     for name, g in zip(names, (mu, nu)):
         if not isinstance(g, LowRankGaussian | Gaussian):
@@ -330,7 +332,7 @@ def _pair(mu, nu, names=("mu", "nu")):
             "(e.g. LowRankGaussian.from_samples) or call .to_dense() on purpose"
         )
     dense = [g.to_dense() if isinstance(g, LowRankGaussian) else g for g in (mu, nu)]
-    return tuple(dense)
+    return cast("tuple[Gaussian, Gaussian]", tuple(dense))  # two entries: (mu, nu)
 
 
 class _Reduced(eqx.Module):
@@ -367,7 +369,9 @@ def _split(red: _Reduced, fn) -> Array:
         g_a = Gaussian(z, red.sa[None, None], validate=False)
         g_b = Gaussian(z, red.sb[None, None], validate=False)
         total = total + red.n_perp * fn(g_a, g_b)
-    return total
+    # d = r + n_perp >= 1 runs a branch (an array); only d = 0 leaves the float 0.0, which
+    # every caller adds to an array.
+    return cast(Array, total)
 
 
 def _sqrt(x):
@@ -378,7 +382,9 @@ def _sq_dist(mu, nu) -> Array:
     return jnp.sum((mu.mean - nu.mean) ** 2)
 
 
-def lowrank_bures_wasserstein2(mu: LowRankGaussian, nu: LowRankGaussian) -> Float[Array, ""]:
+def lowrank_bures_wasserstein2(
+    mu: LowRankGaussian | Gaussian, nu: LowRankGaussian | Gaussian
+) -> Float[Array, ""]:
     r"""``W2^2`` between low-rank-plus-isotropic Gaussians in ``O(d k^2)`` (docs/lowrank.md).
 
     ``||a - b||^2 + W2^2(N(0, A_r), N(0, B_r)) + (d - r)(sqrt(s_a) - sqrt(s_b))^2`` (module
@@ -398,6 +404,7 @@ def lowrank_bures_wasserstein2(mu: LowRankGaussian, nu: LowRankGaussian) -> Floa
     dense = _pair(mu, nu)
     if dense is not None:
         return bures_wasserstein2(*dense)
+    assert isinstance(mu, LowRankGaussian) and isinstance(nu, LowRankGaussian)  # _pair: None
     dtype = jnp.result_type(mu.mean, nu.mean)
     Ua, Ub = mu.factor.astype(dtype), nu.factor.astype(dtype)
     sa, sb = mu.noise.astype(dtype), nu.noise.astype(dtype)
@@ -427,8 +434,8 @@ def lowrank_bures_wasserstein2(mu: LowRankGaussian, nu: LowRankGaussian) -> Floa
 
 
 def lowrank_entropic_ot(
-    mu: LowRankGaussian, nu: LowRankGaussian, epsilon, reference=None
-) -> LowRankEntropicOT:
+    mu: LowRankGaussian | Gaussian, nu: LowRankGaussian | Gaussian, epsilon, reference=None
+) -> LowRankEntropicOT | EntropicOT:
     r"""Balanced entropic OT [JMPC20, Thm 1] between low-rank-plus-isotropic Gaussians.
 
     Cost ``||a - b||^2 + OT_eps(N(0, A_r), N(0, B_r)) + (d - r) OT_eps(N(0, s_a), N(0, s_b))``;
@@ -450,6 +457,7 @@ def lowrank_entropic_ot(
     dense = _pair(mu, nu)
     if dense is not None:
         return entropic_ot(*dense, epsilon)
+    assert isinstance(mu, LowRankGaussian) and isinstance(nu, LowRankGaussian)  # _pair: None
     dtype = jnp.result_type(mu.mean, nu.mean)
     eps = _check_epsilon(epsilon, dtype)
     red = _reduce(mu, nu)
@@ -480,7 +488,7 @@ def lowrank_entropic_ot(
 
 
 def lowrank_sinkhorn_divergence(
-    mu: LowRankGaussian, nu: LowRankGaussian, epsilon
+    mu: LowRankGaussian | Gaussian, nu: LowRankGaussian | Gaussian, epsilon
 ) -> Float[Array, ""]:
     r"""Sinkhorn divergence between low-rank-plus-isotropic Gaussians in ``O(d k^2)``.
 
@@ -491,6 +499,7 @@ def lowrank_sinkhorn_divergence(
     dense = _pair(mu, nu)
     if dense is not None:
         return sinkhorn_divergence(*dense, epsilon)
+    assert isinstance(mu, LowRankGaussian) and isinstance(nu, LowRankGaussian)  # _pair: None
     eps = _check_epsilon(epsilon, jnp.result_type(mu.mean, nu.mean))
     div = lambda g, h: sinkhorn_divergence(g, h, eps)  # noqa: E731
     return _sq_dist(mu, nu) + _split(_reduce(mu, nu), div)

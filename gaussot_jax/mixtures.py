@@ -16,6 +16,7 @@ gives the maps ``T_mean`` and ``T_rand`` of [DD20, §6] (POT's ``gmm_ot_apply_ma
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import equinox as eqx
 import jax
@@ -137,7 +138,7 @@ class GaussianMixture(eqx.Module):
 
 
 def _log(w):
-    return jnp.where(w > 0, jnp.log(jnp.where(w > 0, w, 1.0)), -jnp.inf)
+    return jnp.where(w > 0, jnp.log(cast(Array, jnp.where(w > 0, w, 1.0))), -jnp.inf)
 
 
 def _check_mixture(name: str, gm) -> None:
@@ -163,7 +164,7 @@ def _kmeans_pp(key, x, k):
 
     def body(i, state):
         centers, d2 = state
-        logits = jnp.where(d2 > 0, jnp.log(jnp.where(d2 > 0, d2, 1.0)), -jnp.inf)
+        logits = jnp.where(d2 > 0, jnp.log(cast(Array, jnp.where(d2 > 0, d2, 1.0))), -jnp.inf)
         logits = jnp.where(jnp.any(d2 > 0), logits, 0.0)
         c = x[jax.random.categorical(keys[i], logits)]
         return centers.at[i].set(c), jnp.minimum(d2, jnp.sum((x - c) ** 2, axis=1))
