@@ -663,7 +663,8 @@ def _frechet_jvp(primals, tangents, *, f, method, n_args, k, batch):
                 Dm = _frechet_p.bind(*primals, **{**params, "f": fm})
                 terms.append(at_levels(da[(Ellipsis, *index)], m) * Dm)
     if not terms:
-        return out, ad.Zero.from_primal_value(out)
+        # ad.Zero.from_primal_value is gone in jax 0.9; this form works from 0.6 on.
+        return out, ad.Zero(jax.typeof(out).to_tangent_aval())
     return out, functools.reduce(jnp.add, terms)
 
 
