@@ -90,7 +90,8 @@ def _entropic_all_fields(a, A, b, B):
     return (
         out.cost
         + jnp.sum(out.plan.cov)
-        + jnp.sum(f.quad) + jnp.sum(g.quad)
+        + jnp.sum(f.quad)
+        + jnp.sum(g.quad)
         + jnp.sum(out.entropic_map.matrix)
     )
 
@@ -125,9 +126,7 @@ def _(d):
     from ott.geometry import costs
 
     cost = costs.Bures(dimension=d)
-    return lambda a, A, b, B: cost(
-        jnp.concatenate([a, A.ravel()]), jnp.concatenate([b, B.ravel()])
-    )
+    return lambda a, A, b, B: cost(jnp.concatenate([a, A.ravel()]), jnp.concatenate([b, B.ravel()]))
 
 
 # ---------------------------------------------------------------------------------------
@@ -190,15 +189,27 @@ def main_table(N, d, dtype, rng, peers=True):
             from stall import run_one
 
             r = {k: run_one(N, d, "ott", 60, 300, grad=k == "vag", reps=7) for k in ("f", "vag")}
-            t = {k: float(v["output"].split("median=")[1].split()[0]) if "median=" in
-                 v["output"] else float("nan") for k, v in r.items()}
+            t = {
+                k: float(v["output"].split("median=")[1].split()[0])
+                if "median=" in v["output"]
+                else float("nan")
+                for k, v in r.items()
+            }
             fwd, vag = t["f"], t["vag"]
-            rows[name] = dict(fwd_s=fwd, vag_s=vag, fwd_over_eigh=fwd / eigh,
-                              vag_over_fwd=vag / fwd, eigh_s=eigh,
-                              status={k: v["status"] for k, v in r.items()})
-            print(f"  {name:45s} fwd {fwd * 1e3:9.3f} ms ({fwd / eigh:6.2f}x eigh)   "
-                  f"v&g {vag * 1e3:9.3f} ms ({vag / fwd:6.2f}x fwd, {vag / eigh:6.2f}x eigh) "
-                  f"[{rows[name]['status']}]", flush=True)
+            rows[name] = dict(
+                fwd_s=fwd,
+                vag_s=vag,
+                fwd_over_eigh=fwd / eigh,
+                vag_over_fwd=vag / fwd,
+                eigh_s=eigh,
+                status={k: v["status"] for k, v in r.items()},
+            )
+            print(
+                f"  {name:45s} fwd {fwd * 1e3:9.3f} ms ({fwd / eigh:6.2f}x eigh)   "
+                f"v&g {vag * 1e3:9.3f} ms ({vag / fwd:6.2f}x fwd, {vag / eigh:6.2f}x eigh) "
+                f"[{rows[name]['status']}]",
+                flush=True,
+            )
             continue
         try:
             fwd = time_case(f, args, False)
@@ -211,8 +222,9 @@ def main_table(N, d, dtype, rng, peers=True):
         except Exception as e:  # noqa: BLE001
             vag = float("nan")
             print(f"  {name}: value_and_grad failed: {type(e).__name__}", flush=True)
-        rows[name] = dict(fwd_s=fwd, vag_s=vag, fwd_over_eigh=fwd / eigh, vag_over_fwd=vag / fwd,
-                          eigh_s=eigh)
+        rows[name] = dict(
+            fwd_s=fwd, vag_s=vag, fwd_over_eigh=fwd / eigh, vag_over_fwd=vag / fwd, eigh_s=eigh
+        )
         print(
             f"  {name:45s} fwd {fwd * 1e3:9.3f} ms ({fwd / eigh:6.2f}x eigh)   "
             f"v&g {vag * 1e3:9.3f} ms ({vag / fwd:6.2f}x fwd, {vag / eigh:6.2f}x eigh)",
@@ -227,8 +239,11 @@ def main_table(N, d, dtype, rng, peers=True):
         rows["POT gaussian.bures_wasserstein_distance (numpy)"] = dict(
             fwd_s=fwd, vag_s=float("nan"), fwd_over_eigh=fwd / eigh, vag_over_fwd=float("nan")
         )
-        print(f"  {'POT bures_wasserstein_distance (numpy)':45s} fwd {fwd * 1e3:9.3f} ms "
-              f"({fwd / eigh:6.2f}x eigh)", flush=True)
+        print(
+            f"  {'POT bures_wasserstein_distance (numpy)':45s} fwd {fwd * 1e3:9.3f} ms "
+            f"({fwd / eigh:6.2f}x eigh)",
+            flush=True,
+        )
     return rows
 
 
@@ -256,8 +271,12 @@ def accuracy(d, rng, n=8, cond=1e6):
 def compile_times(d, rng):
     args = batch(rng, 4, d, jnp.float64)
     out = {}
-    for name in ("bures_wasserstein2", "entropic_ot(...).cost", "sinkhorn_divergence",
-                 "sqrtm (Tr W sqrtm(A))"):
+    for name in (
+        "bures_wasserstein2",
+        "entropic_ot(...).cost",
+        "sinkhorn_divergence",
+        "sqrtm (Tr W sqrtm(A))",
+    ):
         f = REGISTRY[name](d)
         out[name] = dict(fwd_s=compile_time(f, args), vag_s=compile_time(f, args, True))
 
@@ -272,23 +291,36 @@ def compile_times(d, rng):
 
 
 def scaling(rng, dtype, Ns, ds, d_for_N=2, N_for_d=1000):
-    names = ["floor: eigh", "floor: matmul", "bures_wasserstein2", "entropic_ot(...).cost",
-             "bures_wasserstein2 [method=eigh, before]"]
+    names = [
+        "floor: eigh",
+        "floor: matmul",
+        "bures_wasserstein2",
+        "entropic_ot(...).cost",
+        "bures_wasserstein2 [method=eigh, before]",
+    ]
     res = {"N": {}, "d": {}}
     for N in Ns:
         args = batch(rng, N, d_for_N, dtype)
         res["N"][N] = {n: time_case(REGISTRY[n](d_for_N), args, False) for n in names}
         res["N"][N]["entropic_ot(...).cost v&g"] = time_case(
-            REGISTRY["entropic_ot(...).cost"](d_for_N), args, True)
-        print(f"  N={N:>7d} d={d_for_N}: " + "  ".join(
-            f"{k.split(' [')[0][:22]}={v * 1e3:.3f}ms" for k, v in res["N"][N].items()), flush=True)
+            REGISTRY["entropic_ot(...).cost"](d_for_N), args, True
+        )
+        print(
+            f"  N={N:>7d} d={d_for_N}: "
+            + "  ".join(f"{k.split(' [')[0][:22]}={v * 1e3:.3f}ms" for k, v in res["N"][N].items()),
+            flush=True,
+        )
     for d in ds:
         args = batch(rng, N_for_d, d, dtype)
         res["d"][d] = {n: time_case(REGISTRY[n](d), args, False) for n in names}
         res["d"][d]["entropic_ot(...).cost v&g"] = time_case(
-            REGISTRY["entropic_ot(...).cost"](d), args, True)
-        print(f"  d={d:>3d} N={N_for_d}: " + "  ".join(
-            f"{k.split(' [')[0][:22]}={v * 1e3:.3f}ms" for k, v in res["d"][d].items()), flush=True)
+            REGISTRY["entropic_ot(...).cost"](d), args, True
+        )
+        print(
+            f"  d={d:>3d} N={N_for_d}: "
+            + "  ".join(f"{k.split(' [')[0][:22]}={v * 1e3:.3f}ms" for k, v in res["d"][d].items()),
+            flush=True,
+        )
     return res
 
 
@@ -299,8 +331,10 @@ def plot(scal, path, title):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, key, xl in ((axes[0], "N", "number of pairs N (d = 2)"),
-                        (axes[1], "d", "dimension d (N = 1000)")):
+    for ax, key, xl in (
+        (axes[0], "N", "number of pairs N (d = 2)"),
+        (axes[1], "d", "dimension d (N = 1000)"),
+    ):
         xs = sorted(int(x) for x in scal[key])
         names = list(next(iter(scal[key].values())).keys())
         for n in names:
@@ -318,9 +352,14 @@ def plot(scal, path, title):
 
 def machine():
     info = dict(
-        platform=platform.platform(), processor=platform.processor(), cpus=os.cpu_count(),
-        python=platform.python_version(), jax=jax.__version__, device=str(jax.devices()[0]),
-        loadavg=os.getloadavg(), xla_flags=os.environ.get("XLA_FLAGS", ""),
+        platform=platform.platform(),
+        processor=platform.processor(),
+        cpus=os.cpu_count(),
+        python=platform.python_version(),
+        jax=jax.__version__,
+        device=str(jax.devices()[0]),
+        loadavg=os.getloadavg(),
+        xla_flags=os.environ.get("XLA_FLAGS", ""),
     )
     for mod in ("jaxlib", "ott", "ot", "numpy", "equinox"):
         try:
@@ -364,9 +403,12 @@ def main(argv=None):
             name = jnp.dtype(dtype).name
             print(f"[scaling] {name}", flush=True)
             res["scaling"][name] = scaling(rng, dtype, Ns, ds)
-        plot(res["scaling"]["float64"], out / f"scaling_{args.name}.png",
-             f"gaussot_jax scaling, float64, {res['machine']['device']}, "
-             f"{res['machine']['cpus']} cores")
+        plot(
+            res["scaling"]["float64"],
+            out / f"scaling_{args.name}.png",
+            f"gaussot_jax scaling, float64, {res['machine']['device']}, "
+            f"{res['machine']['cpus']} cores",
+        )
     res["machine"]["loadavg_end"] = os.getloadavg()
     (out / f"{args.name}.json").write_text(json.dumps(res, indent=1, default=str))
     print("saved", out / f"{args.name}.json", flush=True)

@@ -66,11 +66,13 @@ def main():
     def dense_loss(f):
         return lambda a, b: f(a.to_dense(), b.to_dense())
 
-    vg_dense = {n: jax.jit(jax.value_and_grad(dense_loss(f), argnums=(0, 1)))
-                for n, f in losses.items()}
+    vg_dense = {
+        n: jax.jit(jax.value_and_grad(dense_loss(f), argnums=(0, 1))) for n, f in losses.items()
+    }
 
-    print(f"jax {jax.__version__}, backend {jax.default_backend()}, float64, "
-          f"median of {args.repeats}")
+    print(
+        f"jax {jax.__version__}, backend {jax.default_backend()}, float64, median of {args.repeats}"
+    )
     print(f"{'k':>4} {'d':>9} {'loss':>9} {'lowrank s':>11} {'dense s':>10} {'POT_hd s':>10}")
     for k in args.ranks:
         for name in losses:
@@ -102,8 +104,10 @@ def main():
                     growth.append(np.log(t / prev[1]) / np.log(d / prev[0]))
                 prev = (d, t)
             if growth:
-                print(f"     growth exponent in d ({name}, k={k}): "
-                      + ", ".join(f"{g:.2f}" for g in growth))
+                print(
+                    f"     growth exponent in d ({name}, k={k}): "
+                    + ", ".join(f"{g:.2f}" for g in growth)
+                )
 
 
 if __name__ == "__main__":

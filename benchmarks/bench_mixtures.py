@@ -63,8 +63,10 @@ def main():
 
             t_pot = median_time(pot, args.repeats)
             err = abs(value - ref) / abs(ref)
-            print(f"{k:>6} {d:>4} {t_ours:>10.4f} {t_pot:>10.4f} {t_ours / t_pot:>7.2f} "
-                  f"{err:>9.2e}", flush=True)
+            print(
+                f"{k:>6} {d:>4} {t_ours:>10.4f} {t_pot:>10.4f} {t_ours / t_pot:>7.2f} {err:>9.2e}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -58,8 +58,10 @@ def main():
     for bs in (10**3, 10**4, 10**5, 10**6, 10**7, None):
         c = program(bs).lower(mus, mus).compile().memory_analysis()
         total = c.temp_size_in_bytes + c.output_size_in_bytes + c.argument_size_in_bytes
-        print(f"{str(bs):>12} {gib(c.temp_size_in_bytes):>10.3f} "
-              f"{gib(c.output_size_in_bytes):>11.3f} {gib(total):>10.3f}")
+        print(
+            f"{str(bs):>12} {gib(c.temp_size_in_bytes):>10.3f} "
+            f"{gib(c.output_size_in_bytes):>11.3f} {gib(total):>10.3f}"
+        )
 
     rng = np.random.default_rng(0)
     k = args.small
@@ -76,16 +78,20 @@ def main():
             f(a, b).block_until_ready()
             times.append(time.perf_counter() - t)
         med = statistics.median(times)
-        print(f"batch_size={str(bs):>7}: {med:.3f} s, {1e9 * med / k**2:.0f} ns/pair, "
-              f"max |diff| vs first {float(jnp.max(jnp.abs(out - ref))):.1e}")
+        print(
+            f"batch_size={str(bs):>7}: {med:.3f} s, {1e9 * med / k**2:.0f} ns/pair, "
+            f"max |diff| vs first {float(jnp.max(jnp.abs(out - ref))):.1e}"
+        )
 
     if args.full:
         a, b = batch(rng, n, d), batch(rng, n, d)
         f = program(10**5)
         t = time.perf_counter()
         out = f(a, b).block_until_ready()
-        print(f"\nfull {n} x {n}, batch_size=1e5: {time.perf_counter() - t:.1f} s "
-              f"(incl. compile), finite: {bool(jnp.all(jnp.isfinite(out)))}")
+        print(
+            f"\nfull {n} x {n}, batch_size=1e5: {time.perf_counter() - t:.1f} s "
+            f"(incl. compile), finite: {bool(jnp.all(jnp.isfinite(out)))}"
+        )
 
 
 if __name__ == "__main__":

@@ -45,12 +45,14 @@ print(f"first={{ts[0]:.3f}} median={{sorted(ts)[len(ts) // 2]:.3f}} reps={{reps}
 
 
 def run_one(N, d, impl, stall, limit, case="bures_wasserstein2", grad=True, reps=3):
-    code = CHILD.format(root=str(HERE.parent), bench=str(HERE), N=N, d=d, impl=impl,
-                        case=case, grad=grad, reps=reps)
+    code = CHILD.format(
+        root=str(HERE.parent), bench=str(HERE), N=N, d=d, impl=impl, case=case, grad=grad, reps=reps
+    )
     r = run_watched([sys.executable, "-c", code], "first=", stall_s=stall, limit_s=limit)
     out = r.pop("output").strip().splitlines()
-    return dict(N=N, d=d, impl=impl, case=case, grad=grad, reps=reps, **r,
-                output=out[-1] if out else "")
+    return dict(
+        N=N, d=d, impl=impl, case=case, grad=grad, reps=reps, **r, output=out[-1] if out else ""
+    )
 
 
 def run_cases(tries: int, stall: float, limit: float) -> None:

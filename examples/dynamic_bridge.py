@@ -79,8 +79,10 @@ def main():
         j = int(round(t / T * (n_grid - 1)))
         ax.scatter(paths[:, j, 0], paths[:, j, 1], color=col, s=8, zorder=3)
     ax.set_aspect("equal")
-    ax.set_title("Dynamic Gaussian Schrödinger bridge, rotating OU reference\n"
-                 "sampled paths and exact 2-sigma marginals")
+    ax.set_title(
+        "Dynamic Gaussian Schrödinger bridge, rotating OU reference\n"
+        "sampled paths and exact 2-sigma marginals"
+    )
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     path = out / "dynamic_bridge.png"

@@ -43,8 +43,10 @@ def main():
     evals, evecs = np.linalg.eigh(np.asarray(target.cov))
     w = np.asarray(params["w"])
     cos = abs(w @ evecs[:, -1]) / np.linalg.norm(w)
-    print(f"|cos(w, top principal axis)| = {cos:.6f}, "
-          f"s^2 = {float(jnp.exp(2 * params['log_s'])):.4f} (smallest eigenvalue {evals[0]:.4f})")
+    print(
+        f"|cos(w, top principal axis)| = {cos:.6f}, "
+        f"s^2 = {float(jnp.exp(2 * params['log_s'])):.4f} (smallest eigenvalue {evals[0]:.4f})"
+    )
     print(f"final loss: {final:.6e}")
 
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(9, 3.8))

@@ -60,8 +60,10 @@ def main():
         P = sinkhorn_plan(m_weights, t_weights, C)
         return jnp.sum(P * C)
 
-    params = {"means": jnp.asarray(rng.normal(size=(k, 2))),
-              "L": jnp.broadcast_to(0.5 * jnp.eye(2), (k, 2, 2))}
+    params = {
+        "means": jnp.asarray(rng.normal(size=(k, 2))),
+        "L": jnp.broadcast_to(0.5 * jnp.eye(2), (k, 2, 2)),
+    }
     params, history = fit(loss, params, optax.adam(0.05), 20 if args.quick else 800)
     final = float(loss(params))
     print(f"final loss: {final:.6e}")

@@ -40,8 +40,10 @@ def main():
     params, history = fit(loss, params, optax.adam(schedule), 30 if args.quick else 3000)
     final = float(loss(params))
     T = gj.monge_map(mu, nu)
-    print(f"S_eps(T#mu, nu) = {float(gj.sinkhorn_divergence(push(params), nu, eps)):.3e}, "
-          f"max |M - Monge| = {float(jnp.max(jnp.abs(matrix(params) - T.matrix))):.3e}")
+    print(
+        f"S_eps(T#mu, nu) = {float(gj.sinkhorn_divergence(push(params), nu, eps)):.3e}, "
+        f"max |M - Monge| = {float(jnp.max(jnp.abs(matrix(params) - T.matrix))):.3e}"
+    )
     print(f"final loss: {final:.6e}")
 
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(9, 3.8))

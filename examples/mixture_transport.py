@@ -27,8 +27,9 @@ def rotated(theta, sx, sy):
 
 def draw(ax, gm, color, label):
     for i in range(gm.num_components):
-        ax.plot(*ellipse(gm.means[i], gm.covs[i]).T, color=color, lw=1,
-                label=label if i == 0 else None)
+        ax.plot(
+            *ellipse(gm.means[i], gm.covs[i]).T, color=color, lw=1, label=label if i == 0 else None
+        )
 
 
 def main():
@@ -53,13 +54,16 @@ def main():
     t = jax.random.uniform(jax.random.PRNGKey(2), (n,), maxval=2 * np.pi)
     ring = jnp.stack([np.cos(t), np.sin(t)], 1) * 2.0 + jnp.array([-4.0, -5.0])
     ring = ring + 0.15 * jax.random.normal(jax.random.PRNGKey(3), ring.shape)
-    fitted, hist = gj.fit_gmm(jax.random.PRNGKey(4), ring, 6, num_iters=10 if args.quick else 60,
-                              return_history=True)
+    fitted, hist = gj.fit_gmm(
+        jax.random.PRNGKey(4), ring, 6, num_iters=10 if args.quick else 60, return_history=True
+    )
     fit_out = gj.mixture_ot(fitted, q)
     ring_mapped = fit_out.map(ring)
     final = float(fit_out.cost)
-    print(f"MW2^2(p, q) = {float(out.cost):.4f}; EM log-likelihood {float(hist[0]):.3f} -> "
-          f"{float(hist[-1]):.3f}")
+    print(
+        f"MW2^2(p, q) = {float(out.cost):.4f}; EM log-likelihood {float(hist[0]):.3f} -> "
+        f"{float(hist[-1]):.3f}"
+    )
     print(f"final loss: {final:.6e}")
 
     fig, axes = plt.subplots(1, 4, figsize=(16, 4.2), sharex=True, sharey=True)
@@ -73,8 +77,10 @@ def main():
                 ax.plot(*np.stack([p.means[i], q.means[j]]).T, "k-", lw=6 * P[i, j], alpha=0.6)
     ax.set_title("components and plan P")
     ax.legend(fontsize=8, loc="lower right")
-    for ax, y, title in ((axes[1], y_mean, "T_mean (barycentric)"),
-                         (axes[2], y_rand, "T_rand (random)")):
+    for ax, y, title in (
+        (axes[1], y_mean, "T_mean (barycentric)"),
+        (axes[2], y_rand, "T_rand (random)"),
+    ):
         draw(ax, q, "tab:red", None)
         ax.scatter(*np.asarray(x).T, s=2, c="tab:blue", alpha=0.4)
         ax.scatter(*np.asarray(y).T, s=2, c="tab:green", alpha=0.4)

@@ -100,10 +100,22 @@ def one_d_figures(out_dir, quick):
         print(f"  rho = {r:<5g}  OT_eps = {v:.6f}")
 
     n_grid = 60 if quick else 150
-    plot_plans(eps_plans, c_eps, "eps", "optimal plans, product reference (rho = 0)",
-               out_dir / "plans_eps.png", n_grid)
-    plot_plans(rho_plans, c_rho, "rho", "optimal plans at eps = 0.8, reference R_rho",
-               out_dir / "plans_rho.png", n_grid)
+    plot_plans(
+        eps_plans,
+        c_eps,
+        "eps",
+        "optimal plans, product reference (rho = 0)",
+        out_dir / "plans_eps.png",
+        n_grid,
+    )
+    plot_plans(
+        rho_plans,
+        c_rho,
+        "rho",
+        "optimal plans at eps = 0.8, reference R_rho",
+        out_dir / "plans_rho.png",
+        n_grid,
+    )
 
     fig, ax = plt.subplots(figsize=(5, 3.6))
     for r, (b, _) in zip(rhos, results[3:7]):
@@ -156,13 +168,16 @@ def guided_2d(out_dir, quick):
     eps_grid = np.concatenate([eps_table, np.geomspace(1e-3, 10.0, n)])
     curves = [[np.asarray(v) for v in vbias(jnp.asarray(eps_grid), s)] for s in noises]
     k = len(eps_table)
-    print(f"\n2-D: W2^2(mu, nu) = {w2:.6f}; reference y | x ~ N(b + (T + noise D)(x - a), "
-          f"{tau} I), T the Monge map, ||D||_op = 1")
+    print(
+        f"\n2-D: W2^2(mu, nu) = {w2:.6f}; reference y | x ~ N(b + (T + noise D)(x - a), "
+        f"{tau} I), T the Monge map, ||D||_op = 1"
+    )
     print("bias OT_eps - W2^2:")
     print("  eps     product R  " + "  ".join(f"noise={s:<4g}" for s in noises))
     for i, e in enumerate(eps_table):
-        print(f"  {e:<6g}  {curves[0][0][i]:9.6f}  "
-              + "  ".join(f"{c[1][i]:10.6f}" for c in curves))
+        print(
+            f"  {e:<6g}  {curves[0][0][i]:9.6f}  " + "  ".join(f"{c[1][i]:10.6f}" for c in curves)
+        )
 
     fig, ax = plt.subplots(figsize=(5, 3.6))
     ax.loglog(eps_grid[k:], curves[0][0][k:], "k", lw=2, label="product reference")

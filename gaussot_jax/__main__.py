@@ -134,8 +134,10 @@ def main(argv=None) -> None:
 
     mu, nu = default_pair()
     dtype = "float32" if args.float32 else "float64"
-    print("Problem: OT_eps(mu, nu) = min over couplings pi of E_pi ||x - y||^2 "
-          "+ eps KL(pi || mu x nu)")
+    print(
+        "Problem: OT_eps(mu, nu) = min over couplings pi of E_pi ||x - y||^2 "
+        "+ eps KL(pi || mu x nu)"
+    )
     print(f"         (eps = 2 sigma^2 of [JMPC20], = 2 t of [ADM25]); computed in {dtype}.")
     print("mu = N((0, 0), [[1, .5], [.5, 1]]),  nu = N((2, 1), [[2, -.3], [-.3, .5]])")
     print(f"W2^2(mu, nu) = {float(gj.bures_wasserstein2(mu, nu)):.10f}\n")

@@ -408,9 +408,7 @@ def entropic_barycenter(
         [2.25, 2.25]
     """
     eps = _check_epsilon(epsilon, gaussians.mean.dtype)
-    return _barycenter(
-        gaussians, weights, eps, debiased=bool(debiased), tol=tol, max_iter=max_iter
-    )
+    return _barycenter(gaussians, weights, eps, debiased=bool(debiased), tol=tol, max_iter=max_iter)
 
 
 def entropic_barycenter_residual(

@@ -34,8 +34,7 @@ def _leading_size(name: str, tree) -> int:
     mean: Any = getattr(tree, "mean", None)
     if isinstance(tree, eqx.Module) and eqx.is_array(mean) and mean.ndim != 2:
         raise ValueError(
-            f"{name} must carry exactly one leading batch axis (mean (n, d)), "
-            f"got mean {mean.shape}"
+            f"{name} must carry exactly one leading batch axis (mean (n, d)), got mean {mean.shape}"
         )
     sizes: set[int | None] = {x.shape[0] if x.ndim else None for x in leaves}
     if len(sizes) != 1 or None in sizes:
@@ -167,7 +166,8 @@ def pairwise(
     if not callable(fn):
         raise ValueError(f"fn must be callable, got {type(fn).__name__}")
     if batch_size is not None and (
-        isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, (int, np.integer))
         or batch_size < 1
     ):
         raise ValueError(f"batch_size must be None or an int >= 1, got {batch_size!r}")

@@ -242,6 +242,4 @@ def mccann_interpolation(mu: Gaussian, nu: Gaussian, t) -> Gaussian:
     t = _checks.check_interval("t", t, 0.0, 1.0)
     T = monge_map(mu, nu)
     K = (1.0 - t) * jnp.eye(mu.dim, dtype=mu.mean.dtype) + t * T.matrix
-    return Gaussian(
-        (1.0 - t) * mu.mean + t * nu.mean, sym(K @ mu.cov @ K.T), validate=False
-    )
+    return Gaussian((1.0 - t) * mu.mean + t * nu.mean, sym(K @ mu.cov @ K.T), validate=False)

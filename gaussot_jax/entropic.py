@@ -178,9 +178,7 @@ def _check_reference(reference, mu: Gaussian, nu: Gaussian) -> Gaussian:
     _checks.check_cov("mu.cov (with a full-rank reference)", mu.cov, definite=True)
     _checks.check_cov("nu.cov (with a full-rank reference)", nu.cov, definite=True)
     dtype = mu.mean.dtype
-    return Gaussian(
-        reference.mean.astype(dtype), reference.cov.astype(dtype), validate=False
-    )
+    return Gaussian(reference.mean.astype(dtype), reference.cov.astype(dtype), validate=False)
 
 
 def _chol_logdet(L: Array) -> Array:
@@ -202,9 +200,7 @@ def _reference_ot(mu: Gaussian, nu: Gaussian, eps: Array, ref: Gaussian) -> Entr
     fwd = solve_coupling(A, B, W)
     bwd = solve_coupling(B, A, W.T)
     C = fwd.cross_cov
-    plan = Gaussian(
-        jnp.concatenate([a, b]), sym(jnp.block([[A, C], [C.T, B]])), validate=False
-    )
+    plan = Gaussian(jnp.concatenate([a, b]), sym(jnp.block([[A, C], [C.T, B]])), validate=False)
     # Plug-in value [REF25, Cor 3.1]: E||x-y||^2 + eps KL(pi || R), with
     #   2 KL(pi || R) = Tr(Lambda Sigma_pi) + delta^T Lambda delta - 2d + logdet Sigma_R
     #                   - logdet Sigma_pi,     delta = (a, b) - r,
@@ -220,9 +216,7 @@ def _reference_ot(mu: Gaussian, nu: Gaussian, eps: Array, ref: Gaussian) -> Entr
     F = jnp.block([[L_A, jnp.zeros_like(A)], [S @ W.T @ L_A, L_S]])
     delta = jnp.concatenate([a, b]) - ref.mean
     z = solve(L_R, delta, lower=True)
-    log_ratio = 0.5 * (
-        _chol_logdet(L_R) - _chol_logdet(L_A) - _chol_logdet(L_B) + jnp.sum(z**2)
-    )
+    log_ratio = 0.5 * (_chol_logdet(L_R) - _chol_logdet(L_A) - _chol_logdet(L_B) + jnp.sum(z**2))
     kl = 0.5 * (jnp.sum(solve(L_R, F, lower=True) ** 2) - 2 * d) + log_ratio + fwd.kl
     cost = jnp.sum((a - b) ** 2) + jnp.trace(A) + jnp.trace(B) - 2.0 * jnp.trace(C) + eps * kl
     # Potentials: log dpi/dR = log dpi/d(mu ⊗ nu) + log d(mu ⊗ nu)/dR, both quadratic in
@@ -347,9 +341,7 @@ def entropic_ot(
     fwd = solve_coupling(A, B, W)
     bwd = solve_coupling(B, A, W.T)
     C = fwd.cross_cov
-    plan = Gaussian(
-        jnp.concatenate([a, b]), sym(jnp.block([[A, C], [C.T, B]])), validate=False
-    )
+    plan = Gaussian(jnp.concatenate([a, b]), sym(jnp.block([[A, C], [C.T, B]])), validate=False)
     P = sym(W @ fwd.cond_cov @ W.T)
     Q = sym(W.T @ bwd.cond_cov @ W)
     T = fwd.cond_cov @ W.T
@@ -363,9 +355,7 @@ def entropic_ot(
     )
 
 
-def correlation_reference(
-    mu: Gaussian, nu: Gaussian, corr: Float[Array, "d d"]
-) -> Gaussian:
+def correlation_reference(mu: Gaussian, nu: Gaussian, corr: Float[Array, "d d"]) -> Gaussian:
     r"""The correlation-parametrised reference coupling of [REF25, §4.1] (docs/ref25.md).
 
         R = N((a, b), [[A, A^{1/2} P B^{1/2}], [B^{1/2} P^T A^{1/2}, B]]),   P = corr,

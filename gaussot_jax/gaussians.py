@@ -339,9 +339,7 @@ class LinearGaussianKernel(eqx.Module):
         cov = jnp.broadcast_to(self.tau, (*mean.shape, mean.shape[-1]))
         return Gaussian(mean, cov, validate=False)
 
-    def log_prob(
-        self, x: Float[Array, "*n d1"], y: Float[Array, "*n d2"]
-    ) -> Float[Array, "*n"]:
+    def log_prob(self, x: Float[Array, "*n d1"], y: Float[Array, "*n d2"]) -> Float[Array, "*n"]:
         """``log K(x, y)``, the transition log-density.
 
         ``x (..., d1)`` and ``y (..., d2)`` broadcast over their leading axes.

@@ -712,9 +712,7 @@ batching.primitive_batchers[_frechet_p] = _frechet_batch
 def _frechet(f: Callable, method: str, S: Matrix, args: tuple, *Es: Matrix) -> Matrix:
     """``D^k f(S; args)[E_1, ..., E_k]`` (order 0: ``f(S)``), exact at every order."""
     operands = [jnp.asarray(x) for x in (S, *args, *Es)]
-    return _frechet_p.bind(
-        *operands, f=f, method=method, n_args=len(args), k=len(Es), batch=()
-    )
+    return _frechet_p.bind(*operands, f=f, method=method, n_args=len(args), k=len(Es), batch=())
 
 
 def _psd_fn(f: Callable, method: str, S: Matrix, *args) -> Matrix:

@@ -107,8 +107,7 @@ class LowRankGaussian(eqx.Module):
             raise ValueError(f"mean must have shape (..., d), got {mean.shape}")
         if factor.ndim != mean.ndim + 1 or factor.shape[:-1] != mean.shape:
             raise ValueError(
-                f"factor must have shape (..., d, k) matching mean {mean.shape}, "
-                f"got {factor.shape}"
+                f"factor must have shape (..., d, k) matching mean {mean.shape}, got {factor.shape}"
             )
         if noise.shape != mean.shape[:-1]:
             raise ValueError(

@@ -77,9 +77,9 @@ class GaussianMixture(eqx.Module):
                 f"means), got {jnp.shape(weights)}"
             )
         if validate:
-            for w in np.reshape(weights, (-1, weights.shape[-1])) if _checks.is_concrete(
-                weights
-            ) else ():
+            for w in (
+                np.reshape(weights, (-1, weights.shape[-1])) if _checks.is_concrete(weights) else ()
+            ):
                 _check_weights("weights", jnp.asarray(w))
             _checks.check_finite("means", means)
             _checks.check_cov("covs", covs)
@@ -257,8 +257,10 @@ def fit_gmm(
     _checks.check_finite("x", x)
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= x.shape[0]:
         raise ValueError(f"k must be an int in 1..n={x.shape[0]}, got {k!r}")
-    if isinstance(num_iters, bool) or not isinstance(num_iters, (int, np.integer)) or (
-        num_iters < 0
+    if (
+        isinstance(num_iters, bool)
+        or not isinstance(num_iters, (int, np.integer))
+        or (num_iters < 0)
     ):
         raise ValueError(f"num_iters must be an int >= 0, got {num_iters!r}")
     if not np.isfinite(cov_floor) or cov_floor < 0:
@@ -547,8 +549,10 @@ def mixture_barycenter(
         lam = _checks.as_float(weights)
         if lam.shape != (K,):
             raise ValueError(f"weights must have shape ({K},), got {lam.shape}")
-    if isinstance(num_iters, bool) or not isinstance(num_iters, (int, np.integer)) or (
-        num_iters < 1
+    if (
+        isinstance(num_iters, bool)
+        or not isinstance(num_iters, (int, np.integer))
+        or (num_iters < 1)
     ):
         raise ValueError(f"num_iters must be an int >= 1, got {num_iters!r}")
     bar_w = init.weights

@@ -126,9 +126,7 @@ def _transition(M, c, Q, h):
         keep = i < k
         return tuple(jnp.where(keep, n, o) for n, o in zip(new, carry)), None
 
-    (alpha, beta, tau), _ = jax.lax.scan(
-        double, (alpha, beta, tau), jnp.arange(_MAX_DOUBLINGS)
-    )
+    (alpha, beta, tau), _ = jax.lax.scan(double, (alpha, beta, tau), jnp.arange(_MAX_DOUBLINGS))
     return alpha, beta, tau
 
 
@@ -239,9 +237,7 @@ def brownian_kernel(d: int, T, *, sigma=1.0) -> LinearGaussianKernel:
     _checks.check_positive("T", T)
     _checks.check_positive("sigma", sigma)
     eye = jnp.eye(d, dtype=T.dtype)
-    return LinearGaussianKernel(
-        jnp.zeros(d, T.dtype), eye, sigma**2 * T * eye, validate=False
-    )
+    return LinearGaussianKernel(jnp.zeros(d, T.dtype), eye, sigma**2 * T * eye, validate=False)
 
 
 def ou_kernel(d: int, T, theta, sigma, *, mean=0.0) -> LinearGaussianKernel:

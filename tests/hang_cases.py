@@ -60,8 +60,7 @@ def _entropic_full(mu, nu):
     out = gj.entropic_ot(mu, nu, 1.0)
     f, g = out.potentials
     x = jnp.ones(mu.dim, mu.mean.dtype)
-    return (out.cost + jnp.sum(out.plan.cov) + f(x) + g(x)
-            + jnp.sum(out.entropic_map(x)))
+    return out.cost + jnp.sum(out.plan.cov) + f(x) + g(x) + jnp.sum(out.entropic_map(x))
 
 
 def _bridge_full(mu, nu):
@@ -70,8 +69,15 @@ def _bridge_full(mu, nu):
     br = gj.schrodinger_bridge(mu, nu, kernel)
     U, V = br.potentials
     x = jnp.ones(d, mu.mean.dtype)
-    return (br.kl + br.rate + jnp.sum(br.plan.cov) + jnp.sum(br.forward.tau)
-            + jnp.sum(br.backward.beta) + U(x) + V(x))
+    return (
+        br.kl
+        + br.rate
+        + jnp.sum(br.plan.cov)
+        + jnp.sum(br.forward.tau)
+        + jnp.sum(br.backward.beta)
+        + U(x)
+        + V(x)
+    )
 
 
 def _unbalanced_full(mu, nu):
@@ -86,8 +92,7 @@ def _vmapped(f):
 
 
 def _laxmapped(f, batch_size):
-    return lambda mus, nus: jnp.sum(jax.lax.map(lambda p: f(*p), (mus, nus),
-                                                batch_size=batch_size))
+    return lambda mus, nus: jnp.sum(jax.lax.map(lambda p: f(*p), (mus, nus), batch_size=batch_size))
 
 
 def _run(fn, *args, grad=True):
@@ -102,8 +107,7 @@ def _():
 
 @case("entropic_full_vmap_fwd_N1e4_d4")
 def _():
-    return _run(_vmapped(_entropic_full), _batch(10_000, 4, 0), _batch(10_000, 4, 1),
-                grad=False)
+    return _run(_vmapped(_entropic_full), _batch(10_000, 4, 0), _batch(10_000, 4, 1), grad=False)
 
 
 @case("entropic_full_vmap_vg_N1e3_d4")
@@ -116,8 +120,9 @@ def _():
     gs = _batch(2, 128)
 
     def loss(covs):
-        b = gj.entropic_barycenter(gj.Gaussian(gs.mean, covs, validate=False), None, 1.0,
-                                   debiased=True)
+        b = gj.entropic_barycenter(
+            gj.Gaussian(gs.mean, covs, validate=False), None, 1.0, debiased=True
+        )
         return jnp.sum(b.cov)
 
     return _run(loss, gs.cov)
@@ -126,8 +131,10 @@ def _():
 @case("bures_barycenter_vg_n8_d64")
 def _():
     gs = _batch(8, 64)
-    return _run(lambda covs: jnp.sum(
-        gj.bures_barycenter(gj.Gaussian(gs.mean, covs, validate=False)).cov), gs.cov)
+    return _run(
+        lambda covs: jnp.sum(gj.bures_barycenter(gj.Gaussian(gs.mean, covs, validate=False)).cov),
+        gs.cov,
+    )
 
 
 @case("unbalanced_cost_laxmap512_vg_N1e4_d8")
@@ -142,14 +149,16 @@ def _():
 
 @case("entropic_full_laxmap512_fwd_N2048_d32")
 def _():
-    return _run(_laxmapped(_entropic_full, 512), _batch(2048, 32, 0), _batch(2048, 32, 1),
-                grad=False)
+    return _run(
+        _laxmapped(_entropic_full, 512), _batch(2048, 32, 0), _batch(2048, 32, 1), grad=False
+    )
 
 
 @case("entropic_full_laxmap32_fwd_N2048_d32")
 def _():
-    return _run(_laxmapped(_entropic_full, 32), _batch(2048, 32, 0), _batch(2048, 32, 1),
-                grad=False)
+    return _run(
+        _laxmapped(_entropic_full, 32), _batch(2048, 32, 0), _batch(2048, 32, 1), grad=False
+    )
 
 
 @case("bridge_full_vmap_vg_N1e4_d4")
@@ -165,8 +174,9 @@ def _():
 @case("pairwise_sinkhorn_vg_100x100_d4")
 def _():
     mus, nus = _batch(100, 4, 0), _batch(100, 4, 1)
-    return _run(lambda a, b: jnp.sum(gj.pairwise(gj.sinkhorn_divergence, a, b,
-                                                 epsilon=0.5)), mus, nus)
+    return _run(
+        lambda a, b: jnp.sum(gj.pairwise(gj.sinkhorn_divergence, a, b, epsilon=0.5)), mus, nus
+    )
 
 
 @case("gaussian_sinkhorn_vmap_vg_N1e3_d4")
@@ -202,8 +212,7 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_watched(argv: list[str], ok: str, *, stall_s: float = 45.0,
-                limit_s: float = 280.0) -> dict:
+def run_watched(argv: list[str], ok: str, *, stall_s: float = 45.0, limit_s: float = 280.0) -> dict:
     """Run ``argv`` in a child process under a stall detector (Linux: reads /proc).
 
     The child's CPU time is sampled once a second; a child that is alive but has not
@@ -213,8 +222,7 @@ def run_watched(argv: list[str], ok: str, *, stall_s: float = 45.0,
     exited 0 and printed ``ok``.
     """
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                         text=True)
+    p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     t0 = last_change = time.monotonic()
     cpu = last_cpu = 0.0
     status = "finished"
@@ -238,8 +246,12 @@ def run_watched(argv: list[str], ok: str, *, stall_s: float = 45.0,
     out = p.communicate()[0]
     if status == "finished" and (p.returncode != 0 or ok not in out):
         status = f"error rc={p.returncode}"
-    return dict(status=status, wall_s=round(time.monotonic() - t0, 2),
-                cpu_s=round(last_cpu, 2), output=out[-2000:])
+    return dict(
+        status=status,
+        wall_s=round(time.monotonic() - t0, 2),
+        cpu_s=round(last_cpu, 2),
+        output=out[-2000:],
+    )
 
 
 def run_case(name: str, **kw) -> dict:

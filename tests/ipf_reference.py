@@ -96,4 +96,3 @@ def kl_joint(m_p, S_p, m_q, S_q):
         + np.linalg.slogdet(S_q)[1]
         - np.linalg.slogdet(S_p)[1]
     )
-

@@ -49,8 +49,13 @@ def test_bures_against_pot_and_ott(problem):
     # says; 200 forced outer iterations and a tight sqrtm threshold converge.
     sqrtm_kw = {"threshold": 1e-14, "min_iterations": 50, "max_iterations": 2000}
     x_ott, _ = costs.Bures(d, sqrtm_kw=sqrtm_kw).barycenter(
-        jnp.asarray(w), xs, tolerance=1e-13, sqrtm_kw=sqrtm_kw,
-        min_iterations=200, max_iterations=1000, inner_iterations=1,
+        jnp.asarray(w),
+        xs,
+        tolerance=1e-13,
+        sqrtm_kw=sqrtm_kw,
+        min_iterations=200,
+        max_iterations=1000,
+        inner_iterations=1,
     )
     np.testing.assert_allclose(bary.mean, x_ott[:d], rtol=1e-12)
     np.testing.assert_allclose(bary.cov, x_ott[d:].reshape(d, d), rtol=1e-8, atol=1e-10)
@@ -106,8 +111,9 @@ def test_batched_barycenters_vmap_jit(rng):
     @jax.jit
     def fit(means, covs, ws, eps):
         def one(m, c, w):
-            return gj.entropic_barycenter(gj.Gaussian(m, c, validate=False), w, eps,
-                                          debiased=True).cov
+            return gj.entropic_barycenter(
+                gj.Gaussian(m, c, validate=False), w, eps, debiased=True
+            ).cov
 
         return jax.vmap(one)(means, covs, ws)
 
@@ -157,7 +163,10 @@ def test_entropic_first_order_optimality_and_direct_minimisation(debiased):
     vg = jax.jit(jax.value_and_grad(f))
     theta0 = np.linalg.cholesky(np.asarray(g.cov).mean(0))[np.tril_indices(2)]
     res = scipy.optimize.minimize(
-        lambda t: tuple(np.asarray(v) for v in vg(t)), theta0, jac=True, method="BFGS",
+        lambda t: tuple(np.asarray(v) for v in vg(t)),
+        theta0,
+        jac=True,
+        method="BFGS",
         options={"gtol": 1e-12},
     )
     L = np.zeros((2, 2))
@@ -200,8 +209,9 @@ def test_entropic_gradient_in_epsilon_and_covariances(problem):
     C = jnp.arange(9.0).reshape(3, 3) / 9.0
 
     def h(eps, covs):
-        bary = gj.entropic_barycenter(gj.Gaussian(g.mean, covs, validate=False), w, eps,
-                                      debiased=True)
+        bary = gj.entropic_barycenter(
+            gj.Gaussian(g.mean, covs, validate=False), w, eps, debiased=True
+        )
         return jnp.sum(C * bary.cov)
 
     eps = 0.4

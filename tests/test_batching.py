@@ -41,7 +41,8 @@ def test_pairwise_equals_double_loop(batches):
         )
         # EntropicOT results are reduced to their cost
         np.testing.assert_allclose(
-            gj.pairwise(gj.entropic_ot, mus, nus, batch_size=bs, epsilon=0.3), loop_ot,
+            gj.pairwise(gj.entropic_ot, mus, nus, batch_size=bs, epsilon=0.3),
+            loop_ot,
             rtol=1e-12,
         )
 
@@ -60,8 +61,7 @@ def test_keywords_traced_grad_vmap_jit(batches):
 
     def total(eps, mean, bs):
         mus2 = gj.Gaussian(mean, mus.cov, validate=False)
-        return jnp.sum(gj.pairwise(gj.sinkhorn_divergence, mus2, nus, batch_size=bs,
-                                   epsilon=eps))
+        return jnp.sum(gj.pairwise(gj.sinkhorn_divergence, mus2, nus, batch_size=bs, epsilon=eps))
 
     grad = jax.jit(jax.grad(total, argnums=(0, 1)), static_argnums=2)
     value = jax.jit(total, static_argnums=2)
@@ -161,7 +161,8 @@ def test_sharded_equals_single_device(tmp_path):
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     script = tmp_path / "sharded.py"
     script.write_text(_SHARDED)
-    res = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
-                         text=True, timeout=240)
+    res = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=240
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "SHARDED_OK" in res.stdout

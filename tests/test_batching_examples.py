@@ -15,7 +15,9 @@ EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
 def test_example_quick(name, tmp_path):
     res = subprocess.run(
         [sys.executable, str(EXAMPLES / f"{name}.py"), "--quick", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "final loss:" in res.stdout

@@ -291,9 +291,11 @@ VALUE_CASES = [
     ),
     (
         "unbalanced-a-mass",
-        lambda m: gj.unbalanced_entropic_ot(
-            gj.ScaledGaussian(m, np.zeros(2), _I2, validate=False), _A, 1.0, 1.0
-        ).cost,
+        lambda m: (
+            gj.unbalanced_entropic_ot(
+                gj.ScaledGaussian(m, np.zeros(2), _I2, validate=False), _A, 1.0, 1.0
+            ).cost
+        ),
         -1.0,
         r"a\.mass must be > 0",
     ),
@@ -384,8 +386,11 @@ SHAPE_CASES = [
     ("psd_fn-complex", lambda: gj.psd_fn(jnp.exp, _I2 + 0j), "S must be real"),
     ("psd_fn-f", lambda: gj.psd_fn(3.0, _I2), "f must be callable"),
     ("trace_fn-mismatch", lambda: gj.trace_fn(jnp.sqrt, _I2, np.eye(3)), "A and B"),
-    ("trace_fn-batch", lambda: gj.trace_fn(jnp.sqrt, np.stack([_I2] * 2), np.stack([_I2] * 3)),
-     "batch shapes of A"),
+    (
+        "trace_fn-batch",
+        lambda: gj.trace_fn(jnp.sqrt, np.stack([_I2] * 2), np.stack([_I2] * 3)),
+        "batch shapes of A",
+    ),
     ("trace_fn-complex", lambda: gj.trace_fn(jnp.sqrt, _I2, _I2 + 0j), "B must be real"),
     ("gaussian-d0", lambda: gj.Gaussian(np.zeros(0), np.zeros((0, 0))), "mean must have shape"),
     ("gaussian-complex", lambda: gj.Gaussian(np.zeros(2), _I2 + 0j), "cov must be real"),

@@ -33,8 +33,16 @@ def _section(doc: str, title: str) -> list[str]:
 
 def test_every_public_module_is_checked():
     names = {cls.__name__ for cls in MODULES}
-    assert {"EntropicOT", "UnbalancedEntropicOT", "SchrodingerBridge", "SinkhornTrace",
-            "Coupling", "Gaussian", "AffineMap", "QuadraticPotential"} <= names
+    assert {
+        "EntropicOT",
+        "UnbalancedEntropicOT",
+        "SchrodingerBridge",
+        "SinkhornTrace",
+        "Coupling",
+        "Gaussian",
+        "AffineMap",
+        "QuadraticPotential",
+    } <= names
 
 
 @pytest.mark.parametrize("cls", MODULES, ids=lambda c: c.__name__)
@@ -78,6 +86,7 @@ def test_docs_code_runs(page):
 
     code = "\n".join(_python_blocks(ROOT / page))  # README: quickstart, then sharding
     assert code.strip(), f"{page} has no python block"
-    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                         text=True, timeout=240)
+    res = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=240
+    )
     assert res.returncode == 0, res.stderr[-3000:]

@@ -218,6 +218,7 @@ def test_no_wedge_on_large_batched_value_and_grad():
     import subprocess
 
     root = Path(__file__).resolve().parents[1]
-    r = subprocess.run([sys.executable, "-c", WEDGE], cwd=root, capture_output=True,
-                       text=True, timeout=90)
+    r = subprocess.run(
+        [sys.executable, "-c", WEDGE], cwd=root, capture_output=True, text=True, timeout=90
+    )
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]

@@ -111,8 +111,7 @@ LOSSES = {
     "sqrtm": lambda A, B: _sum_w(gj.sqrtm(A)),
     "trace_fn": lambda A, B: gj.trace_fn(_g_entropic, A, B, 0.7),
     "solve_coupling_cross_cov": lambda A, B: _sum_w(
-        gj.solve_coupling(A, B, 1.5 * np.eye(A.shape[-1]) + 0.3 * _weight(A.shape[-1], 4))
-        .cross_cov
+        gj.solve_coupling(A, B, 1.5 * np.eye(A.shape[-1]) + 0.3 * _weight(A.shape[-1], 4)).cross_cov
     ),
     "entropic_cost": lambda A, B: _entropic(A, B).cost,
     "entropic_plan_cov": lambda A, B: _sum_w(_entropic(A, B).plan.cov),

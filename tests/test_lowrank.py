@@ -238,7 +238,9 @@ def _params_loss(fn):
 
 # W2 is not differentiable at singular covariances (dense too): no (w2, noise0) pair.
 GRAD_PAIRS = [
-    (c, n) for c in _grad_cases(np.random.default_rng(0), 2) for n in _loss_fns()
+    (c, n)
+    for c in _grad_cases(np.random.default_rng(0), 2)
+    for n in _loss_fns()
     if (c, n) != ("noise0", "w2")
 ]
 
@@ -272,8 +274,10 @@ def test_gradients(rng, case, name):
 def test_unbalanced_gradients(rng, case):
     d = 30
     Ua, Ub, sa, sb = _grad_cases(rng, d)[case]
-    p = [jnp.asarray(x) for x in (0.1 * rng.normal(size=d), Ua, sa, 0.1 * rng.normal(size=d),
-                                  Ub, sb, 2.0, 3.0)]
+    p = [
+        jnp.asarray(x)
+        for x in (0.1 * rng.normal(size=d), Ua, sa, 0.1 * rng.normal(size=d), Ub, sb, 2.0, 3.0)
+    ]
 
     def loss(p):
         mu, nu = gj.LowRankGaussian(p[0], p[1], p[2]), gj.LowRankGaussian(p[3], p[4], p[5])
@@ -293,7 +297,7 @@ def test_unbalanced_gradients(rng, case):
     t = [jnp.asarray(rng.normal(size=np.shape(x))) for x in p]
     if case == "noise0":
         t[2] = t[5] = jnp.zeros(())
-    fd = (loss([x + h * v for x, v in zip(p, t)]) - loss([x - h * v for x, v in zip(p, t)]))
+    fd = loss([x + h * v for x, v in zip(p, t)]) - loss([x - h * v for x, v in zip(p, t)])
     assert_close(sum(jnp.vdot(a, v) for a, v in zip(g, t)), fd / (2 * h), 1e-6)
 
 
@@ -339,8 +343,7 @@ def test_mixed_pairs(rng):
     d = 30
     lr, g = _lr(rng, d, 3, 0.4), gj.Gaussian(rng.normal(size=d), np.eye(d) * 0.7)
     assert_close(gj.bures_wasserstein2(lr, g), gj.bures_wasserstein2(lr.to_dense(), g), 1e-12)
-    assert_close(gj.entropic_ot(g, lr, EPS).cost, gj.entropic_ot(g, lr.to_dense(), EPS).cost,
-                 1e-12)
+    assert_close(gj.entropic_ot(g, lr, EPS).cost, gj.entropic_ot(g, lr.to_dense(), EPS).cost, 1e-12)
     d = gj.lowrank.MIXED_MAX_DIM + 1
     big = gj.LowRankGaussian(jnp.zeros(d), jnp.zeros((d, 1)), 1.0)
     with pytest.raises(ValueError, match="dense Gaussian"):

@@ -239,8 +239,13 @@ def test_mixture_barycenter_matches_pot_and_is_differentiable():
     init = gj.GaussianMixture(np.full(3, 1 / 3), m0, S0)
     bar = gj.mixture_barycenter([as_mixture(*t) for t in mixes], lam, init=init, num_iters=3)
     mr, Sr = ot.gmm.gmm_barycenter_fixed_point(
-        [t[1] for t in mixes], [t[2] for t in mixes], [t[0] for t in mixes],
-        m0.copy(), S0.copy(), lam, iterations=3,
+        [t[1] for t in mixes],
+        [t[2] for t in mixes],
+        [t[0] for t in mixes],
+        m0.copy(),
+        S0.copy(),
+        lam,
+        iterations=3,
     )
     # POT's inner Bures barycenter stops at a change of 1e-7 (ot.gaussian default eps);
     # ours at 1.8e-12: agreement to ~1e-6 relative.
@@ -265,6 +270,7 @@ def test_vmap_and_jit_over_mixtures():
     batch = gj.GaussianMixture(np.stack(ws), np.stack(ms), np.stack(Ss))
     costs = jax.jit(jax.vmap(lambda p: gj.mixture_wasserstein2(p, q)))(batch)
     for i in range(4):
-        ref = ot.gmm.gmm_ot_loss(ms[i], np.asarray(q.means), Ss[i], np.asarray(q.covs), ws[i],
-                                 np.asarray(q.weights))
+        ref = ot.gmm.gmm_ot_loss(
+            ms[i], np.asarray(q.means), Ss[i], np.asarray(q.covs), ws[i], np.asarray(q.weights)
+        )
         assert_close(costs[i], ref, 1e-9)

@@ -133,7 +133,7 @@ def test_bures_wasserstein_gradient(rng):
     V = rng.normal(size=(d, d))
     V = V + V.T
     t = 1e-6
-    fd = (f(jnp.asarray(a), jnp.asarray(A + t * V)) - f(jnp.asarray(a), jnp.asarray(A - t * V)))
+    fd = f(jnp.asarray(a), jnp.asarray(A + t * V)) - f(jnp.asarray(a), jnp.asarray(A - t * V))
     np.testing.assert_allclose(np.sum(gA * V), fd / (2 * t), rtol=1e-6)
     # At mu = nu: value at round-off level and the zero subgradient, not NaN.
     g0 = jax.grad(lambda A: gj.bures_wasserstein(G(A), G(jnp.asarray(A))))(jnp.asarray(A))
@@ -224,11 +224,10 @@ def test_dirac_first_argument(dtype, d):
         assert np.isfinite(v)
         np.testing.assert_allclose(v, swapped, rtol=rtol)
     # 1-D hand value: OT_eps(N(0,0), N(0,1)) = 1 (independence), S_eps = 1 - g(1)/2 ... per dim
+    np.testing.assert_allclose(float(gj.entropic_ot(dirac, std, 1.0).cost), d, rtol=rtol)
     np.testing.assert_allclose(
-        float(gj.entropic_ot(dirac, std, 1.0).cost), d, rtol=rtol
-    )
-    np.testing.assert_allclose(
-        float(gj.sinkhorn_divergence(dirac, std, 1.0)), d * (1.0 - 0.5 * (2.0 + _g(1.0, 1.0))),
+        float(gj.sinkhorn_divergence(dirac, std, 1.0)),
+        d * (1.0 - 0.5 * (2.0 + _g(1.0, 1.0))),
         rtol=rtol,
     )
 
@@ -243,8 +242,13 @@ def test_cholesky_fallback_shift_is_normal(d):
 
 @pytest.mark.parametrize(
     "dtype, scale",
-    [(jnp.float32, 1e10), (jnp.float32, 1e-10), (jnp.float32, 1e18), (jnp.float64, 1e100),
-     (jnp.float64, 1e-100)],
+    [
+        (jnp.float32, 1e10),
+        (jnp.float32, 1e-10),
+        (jnp.float32, 1e18),
+        (jnp.float64, 1e100),
+        (jnp.float64, 1e-100),
+    ],
 )
 @pytest.mark.parametrize("d", [2, 3])
 def test_jacobi_scale_invariant(rng, dtype, scale, d):
@@ -313,11 +317,13 @@ def test_unbalanced_float32_extreme_parameters(eps, gamma):
         C = sl.sqrtm(At @ Bt / tau + s2**2 / 4 * np.eye(d)).real - s2 / 2 * np.eye(d)
         X = A + B + lam * np.eye(d)
         ld = lambda M: np.linalg.slogdet(M)[1]  # noqa: E731
-        lm = (d * s2 / (2 * (gamma + s2))) * np.log(s2) + (1 / (tau + 1)) * (
-            np.log(ma) + np.log(mb) + ld(C) + (tau * ld(At @ Bt) - ld(A @ B)) / 2
-        ) - (a - b) @ np.linalg.solve(X, a - b) / (2 * (tau + 1)) - ld(
-            C - (2 / gamma) * At @ Bt
-        ) / 2
+        lm = (
+            (d * s2 / (2 * (gamma + s2))) * np.log(s2)
+            + (1 / (tau + 1))
+            * (np.log(ma) + np.log(mb) + ld(C) + (tau * ld(At @ Bt) - ld(A @ B)) / 2)
+            - (a - b) @ np.linalg.solve(X, a - b) / (2 * (tau + 1))
+            - ld(C - (2 / gamma) * At @ Bt) / 2
+        )
         m = np.exp(lm)
         return gamma * (ma + mb - 2 * m) + eps * (ma * mb - m)
 

@@ -104,9 +104,15 @@ def _ot_1d(a, va, b, vb, r, SR, eps):
     c = 2 * w * va * vb / (1 + np.sqrt(1 + 4 * w**2 * va * vb))
     da, db = a - r[0], b - r[1]
     kl = 0.5 * (
-        l11 * va + l22 * vb + 2 * l12 * c
-        + l11 * da**2 + l22 * db**2 + 2 * l12 * da * db
-        - 2 + np.log(det_r) - np.log(va * vb - c**2)
+        l11 * va
+        + l22 * vb
+        + 2 * l12 * c
+        + l11 * da**2
+        + l22 * db**2
+        + 2 * l12 * da * db
+        - 2
+        + np.log(det_r)
+        - np.log(va * vb - c**2)
     )
     return (a - b) ** 2 + va + vb - 2 * c + eps * kl, c
 
@@ -145,8 +151,14 @@ def test_matches_direct_minimisation(rng, d):
         np.testing.assert_allclose(out.plan.mean, np.concatenate([mu.mean, nu.mean]))
         # The plug-in value at the returned plan equals the returned cost.
         plug_in = _objective_parts(
-            np.asarray(out.cross_cov), mu.mean, nu.mean, mu.cov, nu.cov,
-            ref.mean, ref.cov, eps,
+            np.asarray(out.cross_cov),
+            mu.mean,
+            nu.mean,
+            mu.cov,
+            nu.cov,
+            ref.mean,
+            ref.cov,
+            eps,
         )[0]
         np.testing.assert_allclose(out.cost, plug_in, rtol=1e-10)
 
@@ -180,8 +192,9 @@ def test_math_md_section5_numbers():
         got = gj.entropic_ot(mu, nu, 0.8, reference=R).cost
         np.testing.assert_allclose(got, want, atol=6e-7)
         SR = np.array([[1.0, rho], [rho, 1.0]])
-        np.testing.assert_allclose(got, _ot_1d(0.0, 1.0, 0.0, 1.0, np.zeros(2), SR, 0.8)[0],
-                                   rtol=1e-12)
+        np.testing.assert_allclose(
+            got, _ot_1d(0.0, 1.0, 0.0, 1.0, np.zeros(2), SR, 0.8)[0], rtol=1e-12
+        )
 
 
 def _ot_1d_decimal(rho, eps, digits=50):
@@ -265,12 +278,15 @@ def test_product_reference_reproduces_balanced(rng):
         out = _ot(mu, nu, eps, reference=ref)
         np.testing.assert_allclose(out.cost, base.cost, rtol=1e-13)
         np.testing.assert_allclose(out.cross_cov, base.cross_cov, rtol=1e-12, atol=1e-13)
-        np.testing.assert_allclose(out.entropic_map.matrix, base.entropic_map.matrix,
-                                   rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(
+            out.entropic_map.matrix, base.entropic_map.matrix, rtol=1e-12, atol=1e-13
+        )
         for k in range(2):
             np.testing.assert_allclose(
-                jax.vmap(out.potentials[k])(pts), jax.vmap(base.potentials[k])(pts),
-                rtol=1e-10, atol=1e-10,
+                jax.vmap(out.potentials[k])(pts),
+                jax.vmap(base.potentials[k])(pts),
+                rtol=1e-10,
+                atol=1e-10,
             )
 
 
@@ -318,8 +334,12 @@ def test_singular_weight(rng, rank):
     if rank == 0:
         np.testing.assert_allclose(out.cross_cov, 0.0, atol=1e-12)  # independence
     _check_potentials(out, mu, nu, ref, eps, rng)
-    grads = jax.jit(jax.grad(lambda S, e: _ot(mu, nu, e, reference=gj.Gaussian(
-        ref.mean, S, validate=False)).cost, argnums=(0, 1)))(ref.cov, eps)
+    grads = jax.jit(
+        jax.grad(
+            lambda S, e: _ot(mu, nu, e, reference=gj.Gaussian(ref.mean, S, validate=False)).cost,
+            argnums=(0, 1),
+        )
+    )(ref.cov, eps)
     assert all(np.all(np.isfinite(g)) for g in grads)
 
 
@@ -363,8 +383,7 @@ def test_check_grads(rng):
         ).cost
 
     args = (ref.cov, ref.mean, jnp.asarray(eps), mu.cov, mu.mean, nu.cov)
-    check_grads(jax.jit(cost), args, order=1, modes=("fwd", "rev"), eps=1e-5, atol=1e-7,
-                rtol=1e-7)
+    check_grads(jax.jit(cost), args, order=1, modes=("fwd", "rev"), eps=1e-5, atol=1e-7, rtol=1e-7)
 
 
 def test_jit_vmap_grad():
@@ -381,8 +400,10 @@ def test_jit_vmap_grad():
     # d cost / d rho against the 1-D oracle by central differences (oracle is NumPy).
     h = 1e-6
     for rho in (0.3, 0.9):
+
         def f(r):
             return _ot_1d(0, 1, 0, 1, np.zeros(2), np.array([[1, r], [r, 1]]), 0.8)[0]
+
         fd = (f(rho + h) - f(rho - h)) / (2 * h)
         np.testing.assert_allclose(jax.grad(cost)(jnp.asarray(rho), 0.8), fd, rtol=1e-7)
     # A traced corr with norm >= 1 is caught at run time.
@@ -449,12 +470,23 @@ def test_validation_errors(rng):
 
 def test_example_quick(tmp_path):
     root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get(
-        "PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+    }
     res = subprocess.run(
-        [sys.executable, str(root / "examples" / "reference_bias.py"), "--quick",
-         "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=120, cwd=root, env=env,
+        [
+            sys.executable,
+            str(root / "examples" / "reference_bias.py"),
+            "--quick",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=root,
+        env=env,
     )
     assert res.returncode == 0, res.stderr
     assert len(list(tmp_path.glob("*.png"))) == 5

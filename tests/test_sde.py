@@ -480,9 +480,17 @@ def test_bad_input(bridge_setup):
 
 def test_example_runs_quick(tmp_path):
     out = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "dynamic_bridge.py"), "--quick", "--out",
-         str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            str(ROOT / "examples" / "dynamic_bridge.py"),
+            "--quick",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert out.returncode == 0, out.stderr

@@ -66,15 +66,17 @@ def main() -> int:
 
     def watchdog():
         time.sleep(a.limit)
-        print(f"DEADLOCK: no result after {a.limit:.0f} s (jax {jax.__version__}, "
-              f"{os.cpu_count()} CPUs)", flush=True)
+        print(
+            f"DEADLOCK: no result after {a.limit:.0f} s (jax {jax.__version__}, "
+            f"{os.cpu_count()} CPUs)",
+            flush=True,
+        )
         os._exit(1)
 
     threading.Thread(target=watchdog, daemon=True).start()
     t = time.perf_counter()
     jax.block_until_ready(jax.jit(f)(S))
-    print(f"ok in {time.perf_counter() - t:.2f} s (jax {jax.__version__}, "
-          f"{os.cpu_count()} CPUs)")
+    print(f"ok in {time.perf_counter() - t:.2f} s (jax {jax.__version__}, {os.cpu_count()} CPUs)")
     return 0
 
 

@@ -19,7 +19,5 @@ def on_files(files, config):
     for dest, folder in SOURCES.items():
         for png in sorted(folder.glob("*.png")):
             files.append(File.generated(config, f"{dest}/{png.name}", abs_src_path=str(png)))
-    files.append(
-        File.generated(config, "changelog.md", abs_src_path=str(ROOT / "CHANGELOG.md"))
-    )
+    files.append(File.generated(config, "changelog.md", abs_src_path=str(ROOT / "CHANGELOG.md")))
     return files
