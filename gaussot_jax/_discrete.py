@@ -91,8 +91,11 @@ def _sinkhorn(a, b, C, eps, *, exact: bool, decay: float, max_iters: int, tol: f
     """(plan, f, g, marginal error) by epsilon-scaled log-domain Sinkhorn (no derivatives)."""
     dtype = C.dtype
     la, lb = _log(a), _log(b)
-    scale = jnp.maximum(jnp.max(jnp.abs(C)), jnp.finfo(dtype).tiny)
     num_stages, ratio = _stages(dtype, decay)
+    # The LP is invariant to scaling C; the floor keeps the last epsilon (scale * ratio)
+    # far above the denormals (sqrt(tiny)), also for C = 0 (identical one-component
+    # mixtures), where a denormal epsilon is flushed to 0 and (g - C) / e is 0 / 0.
+    scale = jnp.maximum(jnp.max(jnp.abs(C)), float(np.sqrt(jnp.finfo(dtype).tiny)) / ratio)
     target = scale * ratio if exact else eps
     s = jnp.arange(num_stages, dtype=dtype)
     schedule = jnp.maximum(target, scale * decay**s).at[-1].set(target)

@@ -274,3 +274,19 @@ def test_vmap_and_jit_over_mixtures():
             ms[i], np.asarray(q.means), Ss[i], np.asarray(q.covs), ws[i], np.asarray(q.weights)
         )
         assert_close(costs[i], ref, 1e-9)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_zero_cost_matrix_is_finite(dtype):
+    # C = 0 (identical one-component mixtures): every coupling is optimal, the value is 0;
+    # the last epsilon of the scaling must stay a normal number (was 0 / 0 = NaN).
+    p = gj.GaussianMixture(
+        jnp.ones(1, dtype), jnp.zeros((1, 2), dtype), jnp.eye(2, dtype=dtype)[None]
+    )
+    assert float(gj.mixture_wasserstein2(p, p)) == 0.0
+    a = jnp.full(3, 1 / 3, dtype)
+    out = gj.discrete_ot(a, a, jnp.zeros((3, 3), dtype))
+    assert np.all(np.isfinite(np.asarray(out.plan)))
+    np.testing.assert_allclose(
+        np.asarray(out.plan.sum(1)), np.asarray(a), rtol=10 * jnp.finfo(dtype).eps
+    )
