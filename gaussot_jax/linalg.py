@@ -137,12 +137,14 @@ def _jacobi_eigh(S: Matrix) -> tuple[Float[Array, " d"], Matrix]:
     # and stacking them with sharded entries fails under explicit sharding.
     zero = 0.0 * S[0, 0]
     one = zero + 1.0
-    # Scale invariance: rotate S / 2^e with 2^e ~ max |S_ij| (exact: a power of two), so
-    # the squares delta^2 + 4 S_pq^2 in _jacobi_rotate neither overflow nor underflow at
-    # any scale of S; eigenvectors are unchanged and eigenvalues scale back exactly.
-    _, e = jnp.frexp(jnp.max(jnp.abs(S)))
-    e = jax.lax.stop_gradient(e)
-    S = jnp.ldexp(S, -e)
+    # Scale invariance: rotate S / m with m = max |S_ij|, so the squares
+    # delta^2 + 4 S_pq^2 in _jacobi_rotate neither overflow nor underflow at any scale of
+    # S; eigenvectors are unchanged and eigenvalues scale back (one rounding each). Not
+    # frexp/ldexp: under jit on CPU, jnp.ldexp halved some results (0.25 -> 0.125 at
+    # d = 2, jax 0.9.2), while eager calls were right.
+    m = jax.lax.stop_gradient(jnp.max(jnp.abs(S)))
+    m = jnp.where(m > 0, m, one)
+    S = S / m
     a = [[S[i, j] for j in range(d)] for i in range(d)]
     V = [[one if i == j else zero for j in range(d)] for i in range(d)]
     if d <= 2:  # one rotation is exact
@@ -150,7 +152,7 @@ def _jacobi_eigh(S: Matrix) -> tuple[Float[Array, " d"], Matrix]:
     else:
         sweeps = _JACOBI_SWEEPS.get(jnp.dtype(S.dtype), 5)
         a, V = jax.lax.fori_loop(0, sweeps, sweep, (a, V))
-    w = [jnp.ldexp(a[i][i], e) for i in range(d)]
+    w = [a[i][i] * m for i in range(d)]
     cols = [[V[k][i] for k in range(d)] for i in range(d)]
     # Sorting network (ascending, as LAPACK): compare-swap eigenvalues with their vectors.
     for i, j in [(0, 1), (1, 2), (0, 1)][: {1: 0, 2: 1}.get(d, 3)]:

@@ -356,3 +356,18 @@ def test_unbalanced_float32_huge_epsilon():
         f32(gamma),
     )
     np.testing.assert_allclose(float(out.cost), limit, rtol=1e-6)
+
+
+def test_jacobi_jit_equals_eager():
+    # jnp.ldexp under jit once halved an eigenvalue here (0.25 -> 0.125): jit and eager
+    # must agree with LAPACK to round-off.
+    from conftest import random_spd
+
+    from gaussot_jax.linalg import _jacobi_eigh
+
+    rng = np.random.default_rng(0)  # the draws of test_reference's _pair: nu.cov
+    rng.normal(size=2), random_spd(rng, 2, cond=5.0), rng.normal(size=2)
+    S = jnp.asarray(2.0 * random_spd(rng, 2, cond=8.0))
+    ref = np.linalg.eigvalsh(np.asarray(S))
+    for w in (_jacobi_eigh(S)[0], jax.jit(_jacobi_eigh)(S)[0]):
+        np.testing.assert_allclose(np.asarray(w), ref, rtol=8 * np.finfo(np.float64).eps)
