@@ -103,6 +103,54 @@ def _cov_term_jvp(primals, tangents):
     return value, dvalue
 
 
+def _cov_term_2x2(A, B):
+    r"""``W2^2 - ||a - b||^2`` at d = 2 from invariants: no eigensolver, no cancellation.
+
+    For 2 x 2 PSD ``A``, ``B`` with ``g = (det A det B)^{1/2}``, the eigenvalues
+    ``m_1, m_2`` of ``A^{1/2} B A^{1/2}`` give ``(m_1^{1/2} + m_2^{1/2})^2 = Tr AB + 2 g =: s``,
+    so ``Tr (A^{1/2} B A^{1/2})^{1/2} = s^{1/2}``. The difference
+    ``Tr A + Tr B - 2 s^{1/2} = ((Tr A + Tr B)^2 - 4 s) / (Tr A + Tr B + 2 s^{1/2})``, and
+    with the 2 x 2 identities ``Tr AB = Tr A Tr B - Tr(adj(A) B)`` and ``det(adj(A) B) = g^2``
+    the numerator is
+
+        (Tr A - Tr B)^2 + 4 (t - 2 g) = (Tr A - Tr B)^2 + 4 disc / (t + 2 g),
+
+    ``t = Tr(adj(A) B) >= 0``, ``disc = t^2 - 4 g^2`` the discriminant of ``adj(A) B``,
+    evaluated from its entries as ``(p - r)^2 + 4 q s'`` (``adj(A) B = [[p, q], [s', r]]``,
+    each entry difference formed directly, e.g. ``p - r = a22 b11 - a11 b22``). Every term
+    is a square or a product of entry differences, so nearby ``A``, ``B`` leave no
+    cancellation: the value is >= 0 and relatively accurate, as the Procrustes form is.
+    Scaled by ``c = Tr A + Tr B`` first (``W2^2`` is 1-homogeneous in ``(A, B)``), so the
+    fourth-degree terms never overflow or underflow. Plain ``jnp``: its derivatives of
+    every order are autodiff's, exact (``g = (det A)^{1/2} (det B)^{1/2}``, so a singular
+    ``A`` leaves ``grad_B`` finite).
+    """
+    c = jax.lax.stop_gradient(jnp.trace(A) + jnp.trace(B))
+    c = jnp.where(c > 0, c, 1.0)
+    A, B = A / c, B / c
+    a11, a12, a22 = A[0, 0], 0.5 * (A[0, 1] + A[1, 0]), A[1, 1]
+    b11, b12, b22 = B[0, 0], 0.5 * (B[0, 1] + B[1, 0]), B[1, 1]
+    g = _sqrt_psd(a11 * a22 - a12 * a12) * _sqrt_psd(b11 * b22 - b12 * b12)
+    s = a11 * b11 + 2.0 * a12 * b12 + a22 * b22 + 2.0 * g
+    t = a22 * b11 - 2.0 * a12 * b12 + a11 * b22
+    p_r = a22 * b11 - a11 * b22
+    q, s_ = a22 * b12 - a12 * b22, a11 * b12 - a12 * b11
+    disc = p_r * p_r + 4.0 * q * s_  # >= 0 exactly (t^2 - 4 g^2); where, not max:
+    disc = jnp.where(disc >= 0, disc, 0.0)  # at disc = 0 (A = B) keep every derivative
+    den = t + 2.0 * g
+    big = den > 0  # den = 0 only where t = g = 0, and then disc = t^2 - 4 g^2 = 0 too
+    ratio = jnp.where(big, disc / jnp.where(big, den, 1.0), 0.0)
+    tr_a, tr_b = a11 + a22, b11 + b22
+    num = (tr_a - tr_b) ** 2 + 4.0 * ratio
+    tot = tr_a + tr_b + 2.0 * _sqrt_psd(s)
+    return c * jnp.where(tot > 0, num / jnp.where(tot > 0, tot, 1.0), 0.0)
+
+
+def _sqrt_psd(x):
+    """``sqrt(max(x, 0))``: a determinant or a trace of PSD matrices, >= 0 up to round-off."""
+    return jnp.sqrt(jnp.maximum(x, 0.0))
+
+
 def bures_wasserstein2(mu: Gaussian, nu: Gaussian) -> Float[Array, ""]:
     r"""Squared 2-Wasserstein distance between Gaussians (docs/bures.md).
 
@@ -112,9 +160,10 @@ def bures_wasserstein2(mu: Gaussian, nu: Gaussian) -> Float[Array, ""]:
     nearby Gaussians (float32 included), where the trace form cancels. The derivative
     rule is that of the trace form (:func:`gaussot_jax.trace_fn` of ``sqrt``):
     ``grad_A = I - B^{1/2} (B^{1/2} A B^{1/2})^{-1/2} B^{1/2}`` (and symmetrically for B),
-    exact at repeated eigenvalues and at every order. At singular covariances ``W2^2``
-    itself is not differentiable (d = 1: ``(sqrt a - sqrt b)^2``); use the entropic cost
-    there.
+    exact at repeated eigenvalues and at every order. At d = 2 the value is a closed form
+    in the entries (no eigensolver, no cancellation: docs/bures.md)
+    differentiated by autodiff. At singular covariances ``W2^2`` itself is not
+    differentiable (d = 1: ``(sqrt a - sqrt b)^2``); use the entropic cost there.
 
     Args:
         mu: ``N(a, A)``.
@@ -135,7 +184,8 @@ def bures_wasserstein2(mu: Gaussian, nu: Gaussian) -> Float[Array, ""]:
     if lowrank.involves(mu, nu):
         return lowrank.lowrank_bures_wasserstein2(mu, nu)
     mu, nu = check_pair(mu, nu)
-    return jnp.sum((mu.mean - nu.mean) ** 2) + _cov_term(mu.cov, nu.cov)
+    cov_term = _cov_term_2x2 if mu.dim == 2 else _cov_term
+    return jnp.sum((mu.mean - nu.mean) ** 2) + cov_term(mu.cov, nu.cov)
 
 
 @jax.custom_jvp

@@ -118,6 +118,97 @@ def test_w2_gradient_rule_kept(rng, d):
     np.testing.assert_allclose(hvp, fd, atol=1e-7)
 
 
+def _w2_cov_mp(A, B):
+    """``Tr A + Tr B - 2 Tr (A^{1/2} B A^{1/2})^{1/2}`` in 50-digit arithmetic (mpmath)."""
+    import mpmath as mp
+
+    with mp.workdps(50):
+        Am = mp.matrix(np.asarray(A, np.float64).tolist())
+        Bm = mp.matrix(np.asarray(B, np.float64).tolist())
+        n = Am.rows
+
+        def sqrt_psd(S):  # symmetric eigendecomposition: valid at singular S too
+            w, Q = mp.eigsy(S)
+            return Q * mp.diag([mp.sqrt(max(x, 0)) for x in w]) * Q.T
+
+        X = sqrt_psd(Am)
+        R = sqrt_psd(X * Bm * X)
+        return float(sum(Am[i, i] + Bm[i, i] - 2 * R[i, i] for i in range(n)))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_w2_2x2_closed_form_nearby(rng, dtype):
+    # d = 2 evaluates W2 from the entries (no eigensolver). Its numerator is a sum of
+    # squares and products of entry differences, each with absolute error <= 4 eps (the
+    # entries are scaled to <= 1) and of size <= num^{1/2}; so num errs by ~8 eps
+    # num^{1/2} and the quotient by a few eps: relative error <= 16 eps (1 + (c/W2^2)^{1/2}),
+    # c = Tr A + Tr B. The trace form's error is eps c / W2^2 instead (its square).
+    # (Measured: <= 1.3 eps (1 + (c/W2^2)^{1/2}) over 100 draws in each dtype.)
+    from gaussot_jax.bures import _cov_term_2x2
+
+    e = float(np.finfo(dtype).eps)
+    for _ in range(30):
+        X = rng.normal(size=(2, 2))
+        A = X @ X.T + 0.1 * np.eye(2)
+        E = rng.normal(size=(2, 2))
+        B = A + 10.0 ** rng.uniform(-6, 0) * (E @ E.T) / 4
+        A, B = (np.asarray(M, dtype).astype(np.float64) for M in (A, B))
+        ref = _w2_cov_mp(A, B)
+        v = float(_cov_term_2x2(jnp.asarray(A, dtype), jnp.asarray(B, dtype)))
+        assert v >= 0.0
+        c = np.trace(A) + np.trace(B)
+        if ref > 0:
+            assert abs(v - ref) <= 16 * e * (1.0 + np.sqrt(c / ref)) * ref
+        w = float(gj.bures_wasserstein2(G(A, dtype), G(B, dtype)))  # the public path
+        assert w == v
+
+
+def test_w2_2x2_derivatives_every_order(rng):
+    # Gradient against the trace-form rule (trace_fn: an independent, eigen-based code
+    # path); Hessian-vector products against central differences of the gradient, at
+    # repeated eigenvalues (A = B = I; A = I, B = 2 I) and at a random pair.
+    from gaussot_jax.bures import _cov_term_2x2, _cov_term_trace
+
+    V = rng.normal(size=(2, 2))
+    V = jnp.asarray(V + V.T)
+    pairs = [(np.eye(2), np.eye(2)), (np.eye(2), 2 * np.eye(2))]
+    pairs.append((random_spd(rng, 2, 30.0), random_spd(rng, 2, 5.0)))
+    for A, B in pairs:
+        A, B = jnp.asarray(A), jnp.asarray(B)
+        g = jax.grad(_cov_term_2x2, argnums=(0, 1))(A, B)
+        g_ref = jax.grad(_cov_term_trace, argnums=(0, 1))(A, B)
+        for x, y in zip(g, g_ref):
+            # both O(cond eps): the gradient I - T has the conditioning of T (<= 30 here)
+            np.testing.assert_allclose(x, y, atol=100 * 30 * 2.2e-16)
+        for k in (0, 1):
+            grad_k = jax.grad(_cov_term_2x2, argnums=k)
+
+            def at(M, k=k, A=A, B=B, grad_k=grad_k):
+                return grad_k(*((M, B) if k == 0 else (A, M)))
+
+            M0 = (A, B)[k]
+            hvp = jax.jvp(at, (M0,), (V,))[1]
+            t = 1e-5  # central difference: truncation t^2 |f'''| ~ 1e-9, round-off eps/t
+            fd = (at(M0 + t * V) - at(M0 - t * V)) / (2 * t)
+            np.testing.assert_allclose(hvp, fd, atol=1e-7)
+            H = jax.hessian(_cov_term_2x2, argnums=k)(A, B)
+            assert bool(jnp.all(jnp.isfinite(H)))
+
+
+def test_w2_2x2_singular_and_dirac():
+    from gaussot_jax.bures import _cov_term_2x2
+
+    B = np.array([[2.0, 0.3], [0.3, 1.0]])
+    for A in (np.diag([1.0, 0.0]), np.zeros((2, 2))):
+        v = float(_cov_term_2x2(jnp.asarray(A), jnp.asarray(B)))
+        np.testing.assert_allclose(v, _w2_cov_mp(A, B), rtol=1e-14)
+    # A = diag(1, 0): W2^2 = 1 + Tr B - 2 b11^{1/2}, so grad_B = I - diag(b11^{-1/2}, 0),
+    # finite (the trace-form rule is NaN here: it needs g'(0) = inf times 0).
+    gB = jax.grad(_cov_term_2x2, argnums=1)(jnp.diag(jnp.array([1.0, 0.0])), jnp.asarray(B))
+    np.testing.assert_allclose(gB, np.diag([1.0 - 1.0 / np.sqrt(2.0), 1.0]), atol=1e-15)
+    assert float(_cov_term_2x2(jnp.zeros((2, 2)), jnp.zeros((2, 2)))) == 0.0
+
+
 def test_bures_wasserstein_gradient(rng):
     d = 3
     A, B = random_spd(rng, d), random_spd(rng, d)
