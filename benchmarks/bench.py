@@ -7,6 +7,7 @@ floors measured in the same run, so a loaded machine shifts the times, not the s
     python benchmarks/bench.py                  # the main table (N = 1000, d = 8) + compile
     python benchmarks/bench.py --scaling        # + scaling in N (d = 2) and d (N = 1000), PNG
     python benchmarks/bench.py --quick          # small sizes, a smoke run
+    python benchmarks/bench.py --fid            # + W2 at d = 2048 vs eigenvalue-only, SciPy
 
 Results: ``benchmarks/results/<name>.json`` (machine, versions, all numbers) and
 ``benchmarks/results/scaling.png``.
@@ -350,6 +351,55 @@ def plot(scal, path, title):
     fig.savefig(path, dpi=90)
 
 
+def fid_scale(d, rng, repeats=3):
+    """One pair at FID scale (d = 2048, float64): W2 against eigenvalue-only routes.
+
+    Rows: ours (``bures_wasserstein2``, the Procrustes sum of squares: two square roots
+    and an SVD), the cheapest eigenvalue-only route we know in jax (Cholesky of ``A``,
+    ``eigvalsh(L^T B L)``, the three-trace form, which cancels for nearby Gaussians), a
+    single ``eigh`` with eigenvectors, and SciPy's ``sqrtm(A @ B)`` route of pytorch-fid
+    and clean-fid (with their ``.real``).
+    """
+    import scipy.linalg as sl
+
+    X = rng.normal(size=(2 * d, d))
+    A = X.T @ X / (2 * d)
+    Y = rng.normal(size=(2 * d, d))
+    B = Y.T @ Y / (2 * d) + 0.1 * np.eye(d)
+    a, b = rng.normal(size=d), rng.normal(size=d)
+    Aj, Bj, aj, bj = (jnp.asarray(x) for x in (A, B, a, b))
+
+    ours = jax.jit(lambda a, A, b, B: gj.bures_wasserstein2(_g(a, A), _g(b, B)))
+
+    @jax.jit
+    def eigvals_only(a, A, b, B):
+        L = jnp.linalg.cholesky(A)
+        w = jnp.linalg.eigvalsh(L.T @ B @ L)
+        cross = jnp.sum(jnp.sqrt(jnp.clip(w, 0.0)))
+        return jnp.sum((a - b) ** 2) + jnp.trace(A) + jnp.trace(B) - 2.0 * cross
+
+    eigh_vec = jax.jit(lambda a, A, b, B: jnp.sum(jnp.linalg.eigh(A)[1][0]))
+
+    def scipy_fid(a, A, b, B):
+        covmean = sl.sqrtm(A @ B).real
+        return float(np.sum((a - b) ** 2) + np.trace(A) + np.trace(B) - 2 * np.trace(covmean))
+
+    rows = {}
+    for name, fn, args in [
+        ("bures_wasserstein2", ours, (aj, Aj, bj, Bj)),
+        ("eigenvalue-only (chol + eigvalsh)", eigvals_only, (aj, Aj, bj, Bj)),
+        ("floor: one eigh with vectors", eigh_vec, (aj, Aj, bj, Bj)),
+        ("SciPy sqrtm(A @ B) (pytorch-fid)", scipy_fid, (a, A, b, B)),
+    ]:
+        t = median_time(fn, *args, repeats=repeats, min_time=0.0)
+        rows[name] = dict(seconds=t, value=float(fn(*args)))
+        print(f"  {name:40s} {t:8.3f} s  value {rows[name]['value']:.12g}", flush=True)
+    base = rows["eigenvalue-only (chol + eigvalsh)"]["seconds"]
+    for r in rows.values():
+        r["ratio_to_eigenvalue_only"] = r["seconds"] / base
+    return rows
+
+
 def machine():
     info = dict(
         platform=platform.platform(),
@@ -373,6 +423,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--scaling", action="store_true")
+    p.add_argument("--fid", action="store_true", help="+ one pair at d = 2048 (FID scale)")
     p.add_argument("--name", default="cpu")
     p.add_argument("--out", default=str(HERE / "results"))
     args = p.parse_args(argv)
@@ -392,6 +443,9 @@ def main(argv=None):
     print("[accuracy] float64, condition number 1e6, max relative error of W2^2", flush=True)
     res["accuracy_cond1e6"] = accuracy(d, rng)
     print("  ", res["accuracy_cond1e6"], flush=True)
+    if args.fid:
+        print("[fid] one pair, d = 2048, float64", flush=True)
+        res["fid_d2048"] = fid_scale(64 if args.quick else 2048, rng)
     print("[compile] seconds at d =", d, flush=True)
     res["compile_s"] = compile_times(d, rng)
     print("  ", json.dumps(res["compile_s"]), flush=True)
