@@ -407,10 +407,10 @@ def mixture_ot(
     ``debiased=True`` the Sinkhorn divergence ``S_{component_epsilon}``. ``epsilon = 0``
     is the linear program of [DD20] (the value ``MW2^2``), solved by
     :func:`gaussot_jax.discrete_ot` (the exact network simplex; its accuracy note gives
-    the measured agreement with POT's ``ot.emd2``). ``cost`` is differentiable in the means, covariances
-    and weights of both mixtures and in ``epsilon``/``component_epsilon``: the envelope
-    theorem gives ``d cost = <P, dD> + <f, dw_p> + <g, dw_q>`` (no loop differentiated);
-    ``plan`` carries no derivative.
+    the measured agreement with POT's ``ot.emd2``). ``cost`` is differentiable in the
+    means, covariances and weights of both mixtures and in ``epsilon`` /
+    ``component_epsilon``: the envelope theorem gives ``d cost = <P, dD> + <f, dw_p> +
+    <g, dw_q>`` (no loop differentiated); ``plan`` carries no derivative.
 
     Args:
         p: source mixture (positive-definite covariances for the maps).
