@@ -19,6 +19,7 @@ and our relative error against POT's exact LP value on that matrix. Results go t
 
 import argparse
 import json
+import os
 import pathlib
 import platform
 import sys
@@ -72,6 +73,14 @@ def main():
         f"{'k':>5} {'d':>3} " + " ".join(f"{c:>9}" for c in cols) + f" {'LP/emd':>7} {'rel err':>8}"
     )
     rows = []
+    out = pathlib.Path(__file__).resolve().parent / "results" / f"mixtures_{args.tag}.json"
+    meta = dict(
+        jax=jax.__version__,
+        pot=ot.__version__,
+        backend=jax.default_backend(),
+        machine=platform.machine(),
+        cpus=len(os.sched_getaffinity(0)),
+    )
     for d in args.d:
         for k in args.k:
             (w1, m1, S1), (w2, m2, S2) = mixture(rng, k, d), mixture(rng, k, d)
