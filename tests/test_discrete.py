@@ -1,0 +1,175 @@
+"""discrete_ot at epsilon = 0 (the network simplex) against POT's exact LP (ot.emd / emd2).
+
+Tolerances. The LP optimum is a vertex whose flows are sums and differences of the weights
+along tree paths, and our value is certified to ``tol = (n + m) eps max|C|`` (every reduced
+cost ``>= -tol``: ``(f, g - tol)`` is dual feasible, total mass 1). POT's value is a vertex
+too, and ``<P, C>`` summed over the ``<= n + m - 1`` support entries adds
+``(n + m) eps max|C|`` on either side: we allow ``4 (n + m) eps max|C|`` absolute. The
+plan's marginals are subtree sums of the weights (``<= n + m`` terms): ``(n + m) eps``.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import ot
+import pytest
+
+import gaussot_jax as gj
+from gaussot_jax._simplex import network_simplex
+
+
+def problem(rng, n, m, kind):
+    """Weights and costs: ``gauss`` (squared distances, non-uniform weights), ``uniform``
+    (uniform weights, i.i.d. costs: permutation-like optima), ``ties`` (integer costs in
+    {0, .., 3}: many tied optima), ``zeros`` (~30 % zero weights, integer costs)."""
+    a, b = rng.random(n) + 0.1, rng.random(m) + 0.1
+    if kind == "gauss":
+        x, y = rng.normal(size=(n, 2)), rng.normal(size=(m, 2))
+        C = ((x[:, None] - y[None]) ** 2).sum(-1)
+    elif kind == "uniform":
+        a, b = np.ones(n), np.ones(m)
+        C = rng.random((n, m))
+    elif kind == "ties":
+        C = rng.integers(0, 4, size=(n, m)).astype(float)
+    else:
+        a[rng.random(n) < 0.3] = 0.0
+        b[rng.random(m) < 0.3] = 0.0
+        a[0] = b[0] = 1.0
+        C = rng.integers(0, 3, size=(n, m)).astype(float)
+    return a / a.sum(), b / b.sum(), C
+
+
+def check_lp(out, a, b, C):
+    n, m = C.shape
+    eps = np.finfo(np.float64).eps
+    scale = np.abs(C).max()
+    ref = ot.emd2(a, b, C, numItermax=10**7)
+    assert bool(out.converged)
+    assert abs(float(out.cost) - ref) <= 4 * (n + m) * eps * scale
+    P = np.asarray(out.plan)
+    assert P.min() >= 0.0
+    np.testing.assert_allclose(P.sum(1), a, rtol=0, atol=(n + m) * eps)
+    np.testing.assert_allclose(P.sum(0), b, rtol=0, atol=(n + m) * eps)
+    assert np.count_nonzero(P) <= n + m - 1  # a vertex
+    # The duals certify optimality: dual feasible to tol, complementary on the support.
+    f, g = (np.asarray(x) for x in out.potentials)
+    reduced = C - f[:, None] - g[None, :]
+    assert reduced.min() >= -2 * (n + m) * eps * scale
+    assert np.abs(reduced[P > 0]).max(initial=0.0) <= 2 * (n + m) * eps * scale
+
+
+@pytest.mark.parametrize("k", [5, 30, 100, 300])
+@pytest.mark.parametrize("kind", ["gauss", "uniform", "ties", "zeros"])
+def test_lp_matches_emd2(k, kind):
+    rng = np.random.default_rng(k)
+    a, b, C = problem(rng, k, k + 7, kind)
+    check_lp(gj.discrete_ot(a, b, C), a, b, C)
+
+
+@pytest.mark.parametrize("k", [30, 100])
+def test_uniform_square_is_an_assignment(k):
+    # n = m, uniform weights: the LP optimum is a permutation matrix / k (Birkhoff); the
+    # fully degenerate case (every basis has k - 1 zero-flow arcs).
+    rng = np.random.default_rng(10 + k)
+    a, b, C = problem(rng, k, k, "uniform")
+    out = gj.discrete_ot(a, b, C)
+    check_lp(out, a, b, C)
+    np.testing.assert_allclose(np.asarray(out.plan), ot.emd(a, b, C), atol=1e-15)
+
+
+def test_lp_k1000_against_emd2():
+    rng = np.random.default_rng(1000)
+    a, b, C = problem(rng, 1000, 1003, "gauss")
+    check_lp(gj.discrete_ot(a, b, C), a, b, C)
+
+
+def test_plan_matches_emd_when_unique():
+    # Continuous random costs: the optimal vertex is unique almost surely.
+    rng = np.random.default_rng(7)
+    a, b, C = problem(rng, 30, 37, "gauss")
+    out = gj.discrete_ot(a, b, C)
+    np.testing.assert_allclose(np.asarray(out.plan), ot.emd(a, b, C), rtol=0, atol=1e-15)
+
+
+def test_jit_and_vmap():
+    rng = np.random.default_rng(8)
+    probs = [problem(rng, 30, 37, kind) for kind in ("gauss", "uniform", "ties", "zeros")]
+    a, b, C = (np.stack(x) for x in zip(*probs))
+    out = jax.jit(jax.vmap(gj.discrete_ot))(a, b, C)
+    for i in range(len(probs)):
+        single = jax.tree_util.tree_map(lambda x, i=i: x[i], out)
+        check_lp(single, a[i], b[i], C[i])
+
+
+def test_gradient_is_the_plan_and_the_potentials():
+    rng = np.random.default_rng(9)
+    a, b, C = problem(rng, 20, 27, "gauss")
+    out = gj.discrete_ot(a, b, C)
+    ga, gb, gC = jax.grad(lambda a, b, C: gj.discrete_ot(a, b, C).cost, (0, 1, 2))(a, b, C)
+    np.testing.assert_array_equal(np.asarray(gC), np.asarray(out.plan))
+    np.testing.assert_array_equal(np.asarray(ga), np.asarray(out.potentials[0]))
+    np.testing.assert_array_equal(np.asarray(gb), np.asarray(out.potentials[1]))
+    # The LP value is piecewise linear in (a, b, C): with a unique nondegenerate optimum a
+    # small step keeps the basis, so central differences are exact up to round-off
+    # (|C| eps / h).
+    cost = jax.jit(lambda a, b, C: gj.discrete_ot(a, b, C).cost)
+    h = 1e-7
+    dC = rng.normal(size=C.shape)
+    fd = (cost(a, b, C + h * dC) - cost(a, b, C - h * dC)) / (2 * h)
+    np.testing.assert_allclose(fd, np.sum(gC * dC), rtol=1e-7)
+    da = rng.normal(size=a.shape)
+    da -= da.mean()
+    fd = (cost(a + h * da, b, C) - cost(a - h * da, b, C)) / (2 * h)
+    np.testing.assert_allclose(fd, np.dot(ga, da), rtol=1e-6)
+
+
+def test_float32():
+    rng = np.random.default_rng(11)
+    a, b, C = problem(rng, 30, 37, "gauss")
+    out = gj.discrete_ot(*(jnp.asarray(x, jnp.float32) for x in (a, b, C)))
+    assert out.cost.dtype == jnp.float32
+    # float32 inputs: the weights and costs themselves are rounded (relative 6e-8), the
+    # certificate is (n + m) eps32 max|C|.
+    bound = 4 * 67 * np.finfo(np.float32).eps * C.max()
+    assert abs(float(out.cost) - ot.emd2(a, b, C)) <= bound
+    P = np.asarray(out.plan)
+    assert P.min() >= 0
+    np.testing.assert_allclose(P.sum(1), a, atol=67 * np.finfo(np.float32).eps)
+
+
+def test_pivot_cap_returns_a_feasible_vertex():
+    rng = np.random.default_rng(12)
+    a, b, C = problem(rng, 30, 37, "gauss")
+    out = gj.discrete_ot(a, b, C, max_pivots=3)
+    assert not bool(out.converged)
+    P = np.asarray(out.plan)
+    assert P.min() >= 0
+    np.testing.assert_allclose(P.sum(1), a, atol=1e-14)
+    assert float(out.cost) >= ot.emd2(a, b, C)
+
+
+def test_max_pivots_validation():
+    a = np.full(2, 0.5)
+    with pytest.raises(ValueError, match="max_pivots"):
+        gj.discrete_ot(a, a, np.eye(2), max_pivots=0)
+
+
+def test_one_by_m_and_n_by_one():
+    # A single row (column): the only coupling; the tree is a star.
+    b = np.array([0.2, 0.3, 0.5])
+    C = np.array([[1.0, 2.0, 3.0]])
+    out = gj.discrete_ot(np.ones(1), b, C)
+    np.testing.assert_allclose(np.asarray(out.plan), b[None], atol=1e-16)
+    out = gj.discrete_ot(b, np.ones(1), C.T)
+    np.testing.assert_allclose(float(out.cost), 2.3, rtol=1e-15)
+
+
+def test_network_simplex_unbatched_kernel_is_jittable():
+    rng = np.random.default_rng(13)
+    a, b, C = problem(rng, 12, 9, "ties")
+    solve = jax.jit(functools.partial(network_simplex, max_pivots=10**4, block_rows=3))
+    plan, f, g, pivots, optimal = solve(a, b, C)
+    assert bool(optimal) and int(pivots) > 0
+    assert abs(float(np.sum(np.asarray(plan) * C)) - ot.emd2(a, b, C)) <= 1e-14
