@@ -65,8 +65,11 @@ from .linalg import (
     trace_fn,
 )
 from .lowrank import (
+    LowRankAffineMap,
     LowRankEntropicOT,
     LowRankGaussian,
+    LowRankPlan,
+    LowRankQuadraticPotential,
     LowRankUnbalancedOT,
     SubspaceOperator,
     joint_factor,
@@ -135,8 +138,11 @@ __all__ = [
     "lowrank_entropic_ot",
     "lowrank_sinkhorn_divergence",
     "lowrank_unbalanced_entropic_ot",
+    "LowRankAffineMap",
     "LowRankEntropicOT",
     "LowRankGaussian",
+    "LowRankPlan",
+    "LowRankQuadraticPotential",
     "LowRankUnbalancedOT",
     "mccann_interpolation",
     "mixture_barycenter",
