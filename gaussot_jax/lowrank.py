@@ -78,6 +78,7 @@ __all__ = [
     "LowRankPlan",
     "LowRankQuadraticPotential",
     "LowRankUnbalancedOT",
+    "ScaledLowRankGaussian",
     "SubspaceOperator",
     "joint_factor",
     "lowrank_bures_wasserstein2",
@@ -546,18 +547,99 @@ class LowRankEntropicOT(eqx.Module):
         return self.transport_map
 
 
+class ScaledLowRankGaussian(eqx.Module):
+    r"""The positive measure ``mass * N(mean, factor factor^T + noise I)`` (unbalanced OT).
+
+    The low-rank counterpart of :class:`gaussot_jax.ScaledGaussian`:
+    :func:`gaussot_jax.unbalanced_entropic_ot` accepts pairs of them (and of
+    :class:`LowRankGaussian`, mass 1) and costs ``O(d k^2)``.
+
+    Args:
+        mass: positive scalar.
+        mean: ``(d,)``.
+        factor: ``(d, k)``.
+        noise: scalar ``>= 0``.
+        validate: check values when they are concrete.
+
+    Examples:
+        >>> import jax.numpy as jnp, gaussot_jax as gj
+        >>> a = gj.ScaledLowRankGaussian(2.0, jnp.zeros(10_000), jnp.ones((10_000, 1)) / 100, 1.0)
+        >>> b = gj.ScaledLowRankGaussian(3.0, jnp.zeros(10_000), jnp.zeros((10_000, 0)), 0.9)
+        >>> out = gj.unbalanced_entropic_ot(a, b, 1.0, 2.0)
+        >>> float(out.log_mass) < 0.0
+        True
+    """
+
+    mass: Float[Array, "*batch"]
+    mean: Float[Array, "*batch d"]
+    factor: Float[Array, "*batch d k"]
+    noise: Float[Array, "*batch"]
+
+    def __init__(self, mass, mean, factor, noise, *, validate: bool = True):
+        g = LowRankGaussian(mean, factor, noise, validate=validate)
+        mass = _checks.as_float(mass, g.mean.dtype)
+        if jnp.shape(mass) != g.mean.shape[:-1]:
+            raise ValueError(
+                f"mass must have the batch shape {g.mean.shape[:-1]} of mean, got {jnp.shape(mass)}"
+            )
+        if validate:
+            _checks.check_finite("mass", mass)
+            _checks.check_positive("mass", mass)
+        self.mass, self.mean, self.factor, self.noise = mass, g.mean, g.factor, g.noise
+
+    @property
+    def dim(self) -> int:
+        """Dimension ``d``."""
+        return self.mean.shape[-1]
+
+    @property
+    def normalized(self) -> LowRankGaussian:
+        """The probability measure ``N(mean, factor factor^T + noise I)``."""
+        return LowRankGaussian(self.mean, self.factor, self.noise, validate=False)
+
+    def to_dense(self) -> ScaledGaussian:
+        """The same measure as a dense :class:`gaussot_jax.ScaledGaussian` (small ``d``)."""
+        g = self.normalized.to_dense()
+        return ScaledGaussian(self.mass, g.mean, g.cov, validate=False)
+
+
 class LowRankUnbalancedOT(eqx.Module):
-    """Result of :func:`lowrank_unbalanced_entropic_ot`: value and transported mass.
+    """Result of :func:`lowrank_unbalanced_entropic_ot`: value, mass and plan, factored.
+
+    The fields of :class:`gaussot_jax.UnbalancedEntropicOT`, with the plan as a normalised
+    :class:`LowRankPlan` and its mass ``exp(log_mass)`` (property ``mass``).
 
     Attributes:
         cost: The optimal value ``UOT`` (with its mass terms).
         log_mass: ``log m_pi``, the plan's log-mass.
+        plan: The normalised plan ``N(mean_pi, Cov_pi)`` on ``R^{2d}``, factored.
+        destroyed_mass: ``(m_a - m_pi, m_b - m_pi)``.
+        epsilon: The entropic regularisation.
+        gamma: The marginal relaxation strength.
     """
 
     cost: Float[Array, ""]
     """The optimal value ``UOT`` (with its mass terms)."""
     log_mass: Float[Array, ""]
     """``log m_pi``, the plan's log-mass."""
+    plan: LowRankPlan
+    """The normalised plan ``N(mean_pi, Cov_pi)`` on ``R^{2d}``, factored."""
+    destroyed_mass: tuple[Float[Array, ""], Float[Array, ""]]
+    """``(m_a - m_pi, m_b - m_pi)``: mass not transported (negative where created)."""
+    epsilon: Float[Array, ""]
+    """The entropic regularisation."""
+    gamma: Float[Array, ""]
+    """The marginal relaxation strength."""
+
+    @property
+    def mass(self) -> Array:
+        """``m_pi = exp(log_mass)``, the transported mass."""
+        return jnp.exp(self.log_mass)
+
+    @property
+    def cross_cov(self) -> SubspaceOperator:
+        """``Cov(x, y)`` under the normalised plan."""
+        return self.plan.cross_cov
 
 
 @jax.custom_jvp
@@ -581,6 +663,29 @@ def _joint_factor_jvp(primals, tangents):
 def involves(mu, nu) -> bool:
     """True when either argument is a :class:`LowRankGaussian` (dispatch test)."""
     return isinstance(mu, LowRankGaussian) or isinstance(nu, LowRankGaussian)
+
+
+def involves_measure(a, b) -> bool:
+    """True when either argument is a low-rank (scaled) measure (unbalanced dispatch)."""
+    kinds = (LowRankGaussian, ScaledLowRankGaussian)
+    return isinstance(a, kinds) or isinstance(b, kinds)
+
+
+def _unscale(name: str, x):
+    if isinstance(x, ScaledLowRankGaussian | ScaledGaussian):
+        return x.normalized, x.mass
+    if isinstance(x, LowRankGaussian):
+        return x, 1.0
+    raise ValueError(
+        f"{name} must be a ScaledLowRankGaussian, a LowRankGaussian (mass 1) or a "
+        f"ScaledGaussian, got {type(x).__name__}"
+    )
+
+
+def unbalanced_dispatch(a, b, epsilon, gamma) -> LowRankUnbalancedOT:
+    """:func:`gaussot_jax.unbalanced_entropic_ot` on low-rank (scaled) measures."""
+    (ga, ma), (gb, mb) = _unscale("a", a), _unscale("b", b)
+    return lowrank_unbalanced_entropic_ot(ga, gb, epsilon, gamma, masses=(ma, mb))
 
 
 def _pair(mu, nu, names=("mu", "nu")) -> tuple[Gaussian, Gaussian] | None:
@@ -870,7 +975,17 @@ def lowrank_unbalanced_entropic_ot(
             epsilon,
             gamma,
         )
-        return LowRankUnbalancedOT(cost=out.cost, log_mass=out.log_mass)
+        # The dense plan as a LowRankPlan on the basis I (r = d, no complement).
+        eye = jnp.eye(a.dim, dtype=dtype)
+        plan = LowRankPlan(out.plan.mean, eye, out.plan.cov, jnp.eye(2, dtype=dtype))
+        return LowRankUnbalancedOT(
+            cost=out.cost,
+            log_mass=out.log_mass,
+            plan=plan,
+            destroyed_mass=out.destroyed_mass,
+            epsilon=out.epsilon,
+            gamma=out.gamma,
+        )
     eps = _check_epsilon(epsilon, dtype)
     gam = jnp.asarray(gamma, dtype)
     _checks.check_positive("gamma", gam)
@@ -887,4 +1002,43 @@ def lowrank_unbalanced_entropic_ot(
     log_m = _split(_reduce(a, b), log_mass) + rho * (jnp.log(m_a) + jnp.log(m_b) - 0.5 * quad)
     m_pi = jnp.exp(log_m)
     cost = gam * (m_a + m_b - 2.0 * m_pi) + eps * (m_a * m_b - m_pi)
-    return LowRankUnbalancedOT(cost=cost, log_mass=log_m)
+    return LowRankUnbalancedOT(
+        cost=cost,
+        log_mass=log_m,
+        plan=_unbalanced_plan(a, b, eps, gam, lam),
+        destroyed_mass=(m_a - m_pi, m_b - m_pi),
+        epsilon=eps,
+        gamma=gam,
+    )
+
+
+def _unbalanced_plan(a: LowRankGaussian, b: LowRankGaussian, eps, gam, lam) -> LowRankPlan:
+    """The normalised unbalanced plan, factored (module docstring).
+
+    Its covariance depends on neither the means nor the masses, and every block of it
+    (``(I + C/lam)(A - A X^{-1} A)``, ...) splits over the basis: the reduced and the 1-D
+    zero-mean, unit-mass problems give the core and the scalar block. The means
+    ``a + A X^{-1} u``, ``b - B X^{-1} u`` (``u = b - a``) use ``A X^{-1} = Z A_r X_r^{-1} Z^T +
+    s_a / (s_a + s_b + lam) (I - Z Z^T)``.
+    """
+    from .unbalanced import _uot  # the dense kernel, on the r-dim and the 1-D problem
+
+    Z, red = _reduce(a, b, with_basis=True)
+    dtype = red.sa.dtype
+    one = jnp.ones((), dtype)
+    z1 = jnp.zeros(1, dtype)
+    cov_1 = _uot(one, z1, red.sa[None, None], one, z1, red.sb[None, None], eps, gam)[-1]
+    r = red.A.shape[0]
+    if r:
+        zr = jnp.zeros(r, dtype)
+        cov_r = _uot(one, zr, red.A, one, zr, red.B, eps, gam)[-1]
+        L = jnp.linalg.cholesky(sym(red.A + red.B + lam * jnp.eye(r, dtype=dtype)))
+        cho = jax.scipy.linalg.cho_solve
+        AX_r, BX_r = (cho((L, True), M).T for M in (red.A, red.B))  # M X^{-1} (symmetric M, X)
+    else:
+        cov_r = AX_r = BX_r = jnp.zeros((0, 0), dtype)
+    x_perp = red.sa + red.sb + lam
+    u = (b.mean - a.mean).astype(dtype)
+    mean_x = a.mean.astype(dtype) + _subspace(Z, AX_r, red.sa / x_perp).apply(u)
+    mean_y = b.mean.astype(dtype) - _subspace(Z, BX_r, red.sb / x_perp).apply(u)
+    return _plan(mean_x, mean_y, Z, cov_r, cov_1)

@@ -526,3 +526,79 @@ def test_factored_outputs_gradients(rng):
     g2 = jax.grad(loss, argnums=(0, 1))(mu.factor, nu.factor, True)
     for a, b in zip(g1, g2):
         assert_close(a, b, 1e-8)
+
+
+# --- unbalanced: dispatch and the factored plan -------------------------------------------
+
+
+@pytest.mark.parametrize("d, case", [(200, c) for c in CASES])
+def test_unbalanced_dispatch_and_plan_equal_dense(rng, d, case):
+    """gj.unbalanced_entropic_ot on ScaledLowRankGaussian / LowRankGaussian (mass 1) pairs
+    routes to the low-rank path; value, mass and factored plan equal the dense result.
+
+    Tolerances: the log-mass as in test_closed_forms_equal_dense (_dense_log_mass_error);
+    the plan's blocks are products of ``(I + C/lam)`` with ``A - A X^{-1} A`` and of the
+    Cholesky solve with ``X = A + B + lam I`` (``cond(X)``), so relative ``p cond(X)`` times
+    the largest block, plus the cross block's ``C`` (``_dense_entropic_error``'s ``C`` bound
+    with ``W = w I`` as for the core solver, ``w = 1/(sigma^2 tau^{1/2})`` on ``At, Bt``,
+    whose norms are ``< gamma/2``)."""
+    ka, kb, sa, sb = case
+    mu, nu = _lr(rng, d, ka, sa, mean_scale=0.05), _lr(rng, d, kb, sb, mean_scale=0.05)
+    dm, dn = mu.to_dense(), nu.to_dense()
+    for masses, (a, b) in (
+        (
+            (2.0, 3.0),
+            (
+                gj.ScaledLowRankGaussian(2.0, mu.mean, mu.factor, mu.noise),
+                gj.ScaledLowRankGaussian(3.0, nu.mean, nu.factor, nu.noise),
+            ),
+        ),
+        ((1.0, 1.0), (mu, nu)),
+    ):
+        out = gj.unbalanced_entropic_ot(a, b, EPS, GAMMA)
+        assert isinstance(out, gj.LowRankUnbalancedOT)
+        ref = gj.unbalanced_entropic_ot(_scaled(dm, masses[0]), _scaled(dn, masses[1]), EPS, GAMMA)
+        bound = _dense_log_mass_error(dm.cov, dn.cov, nu.mean - mu.mean)
+        np.testing.assert_allclose(out.log_mass, ref.log_mass, rtol=TOL_DENSE, atol=bound)
+        cost_bound = (2.0 * GAMMA + EPS) * float(np.exp(ref.log_mass)) * bound
+        np.testing.assert_allclose(out.cost, ref.cost, rtol=TOL_DENSE, atol=cost_bound)
+        for got, want in zip(out.destroyed_mass, ref.destroyed_mass):
+            np.testing.assert_allclose(got, want, atol=float(np.exp(ref.log_mass)) * bound)
+        A, B = np.asarray(dm.cov), np.asarray(dn.cov)
+        lam = 0.5 * (EPS + GAMMA)
+        X = A + B + lam * np.eye(d)
+        p = eig_backward_error(d, np.float64)
+        tau = GAMMA / (GAMMA + EPS)
+        w = 1.0 / (0.5 * EPS * np.sqrt(tau))
+        h = w**2 * (GAMMA / 2) ** 2
+        err_C = 4.0 * p * (GAMMA / 2) * (1.0 + h) * (w * GAMMA / 2 + 1.0) / np.sqrt(tau)
+        scale = np.abs(np.asarray(ref.plan.cov)).max()
+        plan_bound = p * np.linalg.cond(X) * scale * (1.0 + err_C / lam) + err_C
+        dense_plan = out.plan.to_dense()
+        err = np.abs(np.asarray(dense_plan.cov) - np.asarray(ref.plan.cov)).max()
+        assert err <= plan_bound, (err, plan_bound)
+        mean_bound = p * np.linalg.cond(X) * np.abs(np.asarray(ref.plan.mean)).max()
+        np.testing.assert_allclose(dense_plan.mean, ref.plan.mean, rtol=0, atol=mean_bound)
+        assert_close(out.cross_cov.to_dense(), ref.cross_cov, plan_bound)
+        print(f"case={case} m={masses}: plan err/bound {err / plan_bound:.1e}")
+
+
+def test_unbalanced_dispatch_validation_and_mixed(rng):
+    d = 20
+    lr = _lr(rng, d, 2, 0.5, mean_scale=0.1)
+    dense = gj.ScaledGaussian(1.5, rng.normal(size=d) * 0.1, np.eye(d))
+    out = gj.unbalanced_entropic_ot(lr, dense, EPS, GAMMA)  # mixed: dense path, small d
+    ref = gj.unbalanced_entropic_ot(_scaled(lr.to_dense(), 1.0), dense, EPS, GAMMA)
+    assert_close(out.cost, ref.cost, 1e-12)
+    assert_close(out.plan.to_dense().cov, ref.plan.cov, 1e-12)
+    with pytest.raises(ValueError, match="mass must be > 0"):
+        gj.ScaledLowRankGaussian(-1.0, lr.mean, lr.factor, lr.noise)
+    with pytest.raises(ValueError, match="b must be"):
+        gj.unbalanced_entropic_ot(lr, gj.Gaussian(lr.mean, np.eye(d)), EPS, GAMMA)
+    with pytest.raises(ValueError, match="gamma must be > 0"):
+        gj.unbalanced_entropic_ot(lr, lr, EPS, -1.0)
+    # jit and grad through the dispatch
+    f = jax.jit(lambda a, b: gj.unbalanced_entropic_ot(a, b, EPS, GAMMA).cost)
+    assert_close(f(lr, lr), gj.unbalanced_entropic_ot(lr, lr, EPS, GAMMA).cost, 1e-12)
+    g = jax.grad(lambda m: gj.unbalanced_entropic_ot(m, lr, EPS, GAMMA).plan.mean.sum())(lr)
+    assert np.all(np.isfinite(g.factor))
