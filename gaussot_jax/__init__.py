@@ -79,6 +79,12 @@ from .lowrank import (
     lowrank_sinkhorn_divergence,
     lowrank_unbalanced_entropic_ot,
 )
+from .lowrank_bridge import (
+    IsotropicGaussianKernel,
+    LowRankKernel,
+    LowRankSchrodingerBridge,
+    lowrank_schrodinger_bridge,
+)
 from .mixtures import (
     GaussianMixture,
     MixtureOT,
@@ -129,6 +135,7 @@ __all__ = [
     "GaussianMixture",
     "gaussian_sinkhorn",
     "inv_sqrtm",
+    "IsotropicGaussianKernel",
     "isotropic_terms",
     "joint_factor",
     "kl_gaussian",
@@ -137,13 +144,16 @@ __all__ = [
     "LinearSDE",
     "lowrank_bures_wasserstein2",
     "lowrank_entropic_ot",
+    "lowrank_schrodinger_bridge",
     "lowrank_sinkhorn_divergence",
     "lowrank_unbalanced_entropic_ot",
     "LowRankAffineMap",
     "LowRankEntropicOT",
     "LowRankGaussian",
+    "LowRankKernel",
     "LowRankPlan",
     "LowRankQuadraticPotential",
+    "LowRankSchrodingerBridge",
     "LowRankUnbalancedOT",
     "mccann_interpolation",
     "mixture_barycenter",

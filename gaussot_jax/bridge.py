@@ -252,7 +252,10 @@ def schrodinger_bridge(
     Returns:
         :class:`SchrodingerBridge` with ``forward``, ``backward``, ``cross_cov``,
         ``plan``, ``kl``, ``rate``, ``mean_rate``, ``potentials`` ``(U, V)``,
-        ``transport_map`` and a ``sample`` method.
+        ``transport_map`` and a ``sample`` method. For :class:`gaussot_jax.LowRankGaussian`
+        marginals and an :class:`gaussot_jax.IsotropicGaussianKernel`, the factored
+        :class:`gaussot_jax.LowRankSchrodingerBridge` of
+        :func:`gaussot_jax.lowrank_schrodinger_bridge` (``O(d k^2)``).
 
     Raises:
         ValueError: if the shapes disagree, or (for concrete inputs) ``kernel.tau`` or
@@ -269,5 +272,9 @@ def schrodinger_bridge(
         >>> x.shape, y.shape
         ((100, 2), (100, 2))
     """
+    from . import lowrank, lowrank_bridge  # lazy: they build on this module
+
+    if lowrank.involves(eta, mu) or isinstance(kernel, lowrank_bridge.IsotropicGaussianKernel):
+        return lowrank_bridge.lowrank_schrodinger_bridge(eta, mu, kernel)
     check_problem(eta, mu, kernel)
     return _bridge(eta, mu, kernel)
