@@ -69,7 +69,7 @@ from .bures import bures_wasserstein2
 from .entropic import EntropicOT, _check_epsilon, entropic_ot, sinkhorn_divergence
 from .gaussians import AffineMap, Gaussian, QuadraticPotential, ScaledGaussian
 from .linalg import sym, trace_fn
-from .unbalanced import unbalanced_entropic_ot
+from .unbalanced import UnbalancedEntropicOT, unbalanced_entropic_ot
 
 __all__ = [
     "LowRankAffineMap",
@@ -722,34 +722,40 @@ class _Reduced(eqx.Module):
     n_perp: int = eqx.field(static=True)  # d - r, the complement's dimension
 
 
-def _reduce(mu: LowRankGaussian, nu: LowRankGaussian, *, with_basis: bool = False):
-    """The reduced pair; with ``with_basis`` also ``Z``, as ``(Z, reduced)``.
+def _reduce(mu: LowRankGaussian, nu: LowRankGaussian) -> _Reduced:
+    """The reduced pair, ``F`` from :func:`joint_factor` (tangent ``Z^T dM``).
 
-    Without the basis ``F`` comes from :func:`joint_factor` (tangent ``Z^T dM``: exact for
-    the ``O(d)``-invariant values, also at rank-deficient ``M``). With it, ``Z`` and ``F``
-    come from one QR differentiated by JAX's rule: factored outputs ``Z core(F) Z^T`` need
-    the two tangents to agree (``joint_factor``'s differs from the QR's by ``(Z^T dZ) F``,
-    an infinitesimal rotation that ``core`` follows and ``Z`` does not); exact where ``M``
-    has full column rank.
+    Exact derivatives for the ``O(d)``-invariant values, also at rank-deficient ``M``.
     """
+    return _reduce_impl(mu, nu, with_basis=False)[1]
+
+
+def _reduce_with_basis(mu: LowRankGaussian, nu: LowRankGaussian) -> tuple[Array, _Reduced]:
+    """``(Z, reduced pair)`` from one QR differentiated by JAX's rule.
+
+    Factored outputs ``Z core(F) Z^T`` need the two tangents to agree (``joint_factor``'s
+    differs from the QR's by ``(Z^T dZ) F``, an infinitesimal rotation that ``core``
+    follows and ``Z`` does not); exact where ``M`` has full column rank.
+    """
+    Z, red = _reduce_impl(mu, nu, with_basis=True)
+    assert Z is not None  # with_basis
+    return Z, red
+
+
+def _reduce_impl(mu, nu, *, with_basis: bool) -> tuple[Array | None, _Reduced]:
     dtype = jnp.result_type(mu.mean, nu.mean)
     Ua, Ub = mu.factor.astype(dtype), nu.factor.astype(dtype)
     sa, sb = mu.noise.astype(dtype), nu.noise.astype(dtype)
     ka, k = mu.rank, mu.rank + nu.rank
     if k == 0:
         empty = jnp.zeros((0, 0), dtype)
-        red = _Reduced(empty, empty, sa, sb, mu.dim)
-        return (jnp.zeros((mu.dim, 0), dtype), red) if with_basis else red
+        return jnp.zeros((mu.dim, 0), dtype), _Reduced(empty, empty, sa, sb, mu.dim)
     M = jnp.concatenate([Ua, Ub], axis=1)
-    if with_basis:
-        Z, F = jnp.linalg.qr(M)
-    else:
-        Z, F = None, joint_factor(M)
+    Z, F = jnp.linalg.qr(M) if with_basis else (None, joint_factor(M))
     r = F.shape[0]
     eye = jnp.eye(r, dtype=dtype)
     Fa, Fb = F[:, :ka], F[:, ka:]
-    red = _Reduced(sym(Fa @ Fa.T) + sa * eye, sym(Fb @ Fb.T) + sb * eye, sa, sb, mu.dim - r)
-    return (Z, red) if with_basis else red
+    return Z, _Reduced(sym(Fa @ Fa.T) + sa * eye, sym(Fb @ Fb.T) + sb * eye, sa, sb, mu.dim - r)
 
 
 def _split(red: _Reduced, fn) -> Array:
@@ -893,7 +899,7 @@ def _reduced_results(mu, nu, solve):
     For ``r = 0`` (two isotropic Gaussians) the reduced result is the 1-D one with every
     array field cut to size 0 and every scalar field 0 (the value of an empty problem).
     """
-    Z, red = _reduce(mu, nu, with_basis=True)
+    Z, red = _reduce_with_basis(mu, nu)
     dtype = red.sa.dtype
     z1 = jnp.zeros(1, dtype)
     g_a1 = Gaussian(z1, red.sa[None, None], validate=False)
@@ -944,7 +950,12 @@ def _woodbury_quad(M: Array, s: Array, u: Array) -> Array:
 
 
 def lowrank_unbalanced_entropic_ot(
-    a: LowRankGaussian, b: LowRankGaussian, epsilon, gamma, *, masses=(1.0, 1.0)
+    a: LowRankGaussian | Gaussian,
+    b: LowRankGaussian | Gaussian,
+    epsilon,
+    gamma,
+    *,
+    masses=(1.0, 1.0),
 ) -> LowRankUnbalancedOT:
     r"""Unbalanced entropic OT [JMPC20, Thm 2] between ``m_a a`` and ``m_b b``, ``O(d k^2)``.
 
@@ -975,6 +986,7 @@ def lowrank_unbalanced_entropic_ot(
             epsilon,
             gamma,
         )
+        out = cast(UnbalancedEntropicOT, out)  # dense arguments: the dense result
         # The dense plan as a LowRankPlan on the basis I (r = d, no complement).
         eye = jnp.eye(a.dim, dtype=dtype)
         plan = LowRankPlan(out.plan.mean, eye, out.plan.cov, jnp.eye(2, dtype=dtype))
@@ -987,6 +999,7 @@ def lowrank_unbalanced_entropic_ot(
             gamma=out.gamma,
         )
     eps = _check_epsilon(epsilon, dtype)
+    assert isinstance(a, LowRankGaussian) and isinstance(b, LowRankGaussian)  # _pair: None
     gam = jnp.asarray(gamma, dtype)
     _checks.check_positive("gamma", gam)
     one = jnp.ones((), dtype)
@@ -1023,7 +1036,7 @@ def _unbalanced_plan(a: LowRankGaussian, b: LowRankGaussian, eps, gam, lam) -> L
     """
     from .unbalanced import _uot  # the dense kernel, on the r-dim and the 1-D problem
 
-    Z, red = _reduce(a, b, with_basis=True)
+    Z, red = _reduce_with_basis(a, b)
     dtype = red.sa.dtype
     one = jnp.ones((), dtype)
     z1 = jnp.zeros(1, dtype)

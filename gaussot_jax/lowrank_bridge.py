@@ -44,7 +44,7 @@ from .lowrank import (
     SubspaceOperator,
     _empty_like,
     _plan,
-    _reduce,
+    _reduce_with_basis,
     _subspace,
 )
 
@@ -276,7 +276,7 @@ def lowrank_schrodinger_bridge(
 def _lowrank_bridge(
     eta: LowRankGaussian, mu: LowRankGaussian, kernel: IsotropicGaussianKernel
 ) -> LowRankSchrodingerBridge:
-    Z, red = _reduce(eta, mu, with_basis=True)
+    Z, red = _reduce_with_basis(eta, mu)
     dtype = red.sa.dtype
     b, t = kernel.beta.astype(dtype), kernel.tau.astype(dtype)
     m1, m2 = eta.mean.astype(dtype), mu.mean.astype(dtype)
