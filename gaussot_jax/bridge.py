@@ -18,6 +18,8 @@ change the bridge, only the potentials.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast, overload
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -28,6 +30,10 @@ from .coupling import solve_coupling
 from .gaussians import AffineMap, Gaussian, LinearGaussianKernel, QuadraticPotential
 from .linalg import sqrtm_unchecked as sqrtm
 from .linalg import sym
+
+if TYPE_CHECKING:  # lowrank_bridge imports this module at run time
+    from .lowrank import LowRankGaussian
+    from .lowrank_bridge import IsotropicGaussianKernel, LowRankSchrodingerBridge
 
 __all__ = ["SchrodingerBridge", "check_problem", "reference_weight", "schrodinger_bridge"]
 
@@ -212,9 +218,25 @@ def _bridge(eta: Gaussian, mu: Gaussian, kernel: LinearGaussianKernel) -> Schrod
     )
 
 
+@overload
 def schrodinger_bridge(
     eta: Gaussian, mu: Gaussian, kernel: LinearGaussianKernel
-) -> SchrodingerBridge:
+) -> SchrodingerBridge: ...
+@overload
+def schrodinger_bridge(
+    eta: LowRankGaussian, mu: LowRankGaussian, kernel: IsotropicGaussianKernel
+) -> LowRankSchrodingerBridge: ...
+@overload
+def schrodinger_bridge(
+    eta: Gaussian | LowRankGaussian,
+    mu: Gaussian | LowRankGaussian,
+    kernel: LinearGaussianKernel | IsotropicGaussianKernel,
+) -> SchrodingerBridge | LowRankSchrodingerBridge: ...
+def schrodinger_bridge(
+    eta: Gaussian | LowRankGaussian,
+    mu: Gaussian | LowRankGaussian,
+    kernel: LinearGaussianKernel | IsotropicGaussianKernel,
+) -> SchrodingerBridge | LowRankSchrodingerBridge:
     r"""The static Schrödinger bridge between Gaussians in closed form [ADM25].
 
     Solves ``min { KL(P || eta(dx) K(x, dy)) : P in Pi(eta, mu) }`` for the kernel
@@ -252,7 +274,10 @@ def schrodinger_bridge(
     Returns:
         :class:`SchrodingerBridge` with ``forward``, ``backward``, ``cross_cov``,
         ``plan``, ``kl``, ``rate``, ``mean_rate``, ``potentials`` ``(U, V)``,
-        ``transport_map`` and a ``sample`` method.
+        ``transport_map`` and a ``sample`` method. For :class:`gaussot_jax.LowRankGaussian`
+        marginals and an :class:`gaussot_jax.IsotropicGaussianKernel`, the factored
+        :class:`gaussot_jax.LowRankSchrodingerBridge` of
+        :func:`gaussot_jax.lowrank_schrodinger_bridge` (``O(d k^2)``).
 
     Raises:
         ValueError: if the shapes disagree, or (for concrete inputs) ``kernel.tau`` or
@@ -269,5 +294,12 @@ def schrodinger_bridge(
         >>> x.shape, y.shape
         ((100, 2), (100, 2))
     """
+    from . import lowrank, lowrank_bridge  # lazy: they build on this module
+
+    if lowrank.involves(eta, mu) or isinstance(kernel, lowrank_bridge.IsotropicGaussianKernel):
+        return lowrank_bridge.lowrank_schrodinger_bridge(eta, mu, kernel)
+    # Neither is low-rank nor the kernel isotropic (dispatched above).
+    eta, mu = cast(Gaussian, eta), cast(Gaussian, mu)
+    kernel = cast(LinearGaussianKernel, kernel)
     check_problem(eta, mu, kernel)
     return _bridge(eta, mu, kernel)

@@ -38,8 +38,21 @@ computation ``psi(F)`` equals ``phi(F^T F)`` for *every* ``F``. So any tangent `
 ``dpsi = phi'(G)[dG]``; ``dF = Z^T dM`` is one (``M = Z F``), linear in ``dM``, and needs no
 derivative of ``Z`` — which does not exist where ``M`` loses rank (identical factors), while
 the values are smooth there. :func:`joint_factor` carries this rule. The factored outputs
-(``cross_cov``, ``entropic_map``) use ``Z`` itself, differentiated by JAX's QR rule: exact
-where ``M`` has full column rank.
+(``Z core(F) Z^T``: cross-covariance, plan, potentials, maps) use ``Z`` itself, and then
+``Z`` and ``F`` come from one QR differentiated by JAX's rule (exact where ``M`` has full
+column rank): ``joint_factor``'s tangent differs from the QR's by ``(Z^T dZ) F``, an
+infinitesimal rotation of the basis coordinates that ``core`` would follow and ``Z`` not.
+
+Plan and potentials ([JMPC20], dense form in :mod:`gaussot_jax.entropic`). The plan's
+covariance ``[[A, C], [C^T, B]]`` is, on ``span(Z) ⊕ span(Z)``, the reduced zero-mean
+plan's ``2r x 2r`` covariance, and on each complementary direction the 1-D plan's
+``2 x 2`` one (:class:`LowRankPlan`). The potentials are quadratic with ``u = x - a``:
+``f(x) = f0(u) + 2 (a - b)^T x - ||a||^2 + a^T b``, ``f0(u) = 1/2 u^T (2 I - eps P) u +
+eps KL / 2`` the zero-mean potential, ``P = W S W^T``, ``S = Cov(y | x)``, and ``KL`` the
+plan's ``KL(pi || mu ⊗ nu)``; ``2 I - eps P`` splits over the basis, ``KL`` is additive
+(``-1/2 logdet M`` of the core solver), so ``f0``'s Hessian is ``Z Q_r Z^T + q (I - Z Z^T)``
+and ``f0(0) = f0_r(0) + (d - r) f0_1(0)`` from the two dense problems (``g`` alike, with
+``a, b`` swapped).
 """
 
 from __future__ import annotations
@@ -54,14 +67,18 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from . import _checks
 from .bures import bures_wasserstein2
 from .entropic import EntropicOT, _check_epsilon, entropic_ot, sinkhorn_divergence
-from .gaussians import Gaussian, ScaledGaussian
+from .gaussians import AffineMap, Gaussian, QuadraticPotential, ScaledGaussian
 from .linalg import sym, trace_fn
-from .unbalanced import unbalanced_entropic_ot
+from .unbalanced import UnbalancedEntropicOT, unbalanced_entropic_ot
 
 __all__ = [
+    "LowRankAffineMap",
     "LowRankEntropicOT",
     "LowRankGaussian",
+    "LowRankPlan",
+    "LowRankQuadraticPotential",
     "LowRankUnbalancedOT",
+    "ScaledLowRankGaussian",
     "SubspaceOperator",
     "joint_factor",
     "lowrank_bures_wasserstein2",
@@ -216,17 +233,33 @@ class SubspaceOperator(eqx.Module):
     """The ``d x d`` matrix ``basis core basis^T + scalar (I - basis basis^T)``, in ``O(d r)``.
 
     ``basis`` has orthonormal columns; results on :class:`LowRankGaussian` pairs (cross
-    covariances, map matrices) have this form.
+    covariances, map matrices, conditional covariances, potentials' Hessians) have this
+    form. Operators on one basis form an algebra: sums, products, transposes, inverses and
+    functions act on ``(core, scalar)`` alone.
 
     Attributes:
         basis: ``(d, r)`` orthonormal columns spanning the subspace.
         core: ``(r, r)`` the matrix on the subspace, in that basis.
         scalar: the eigenvalue on the orthogonal complement.
+
+    Examples:
+        >>> import jax.numpy as jnp, gaussot_jax as gj
+        >>> Z = jnp.eye(1000)[:, :2]
+        >>> op = gj.SubspaceOperator(Z, jnp.diag(jnp.array([3.0, 2.0])), jnp.asarray(0.5))
+        >>> round(float(op.logdet()), 2)  # log 6 + 998 log 0.5
+        -689.97
+        >>> round(float(op.inverse().apply(jnp.ones(1000)).sum()), 2)  # 1/3 + 1/2 + 998 * 2
+        1996.83
     """
 
     basis: Float[Array, "d r"]
     core: Float[Array, "r r"]
     scalar: Float[Array, ""]
+
+    @property
+    def dim(self) -> int:
+        """Dimension ``d``."""
+        return self.basis.shape[0]
 
     def apply(self, x: Float[Array, "... d"]) -> Array:
         """``matrix @ x`` for points of shape ``(..., d)``."""
@@ -239,13 +272,249 @@ class SubspaceOperator(eqx.Module):
         eye = jnp.eye(Z.shape[0], dtype=Z.dtype)
         return Z @ self.core @ Z.T + self.scalar * (eye - Z @ Z.T)
 
+    @property
+    def T(self) -> SubspaceOperator:
+        """The transpose (``core.T``; the basis and the scalar are unchanged)."""
+        return SubspaceOperator(self.basis, self.core.T, self.scalar)
+
+    def trace(self) -> Array:
+        """``Tr = Tr core + (d - r) scalar``."""
+        n_perp = self.basis.shape[0] - self.basis.shape[1]
+        return jnp.trace(self.core) + n_perp * self.scalar
+
+    def logdet(self) -> Array:
+        """``log det`` of a symmetric positive-definite operator (a Cholesky factor of ``core``)."""
+        n_perp = self.basis.shape[0] - self.basis.shape[1]
+        value = n_perp * jnp.log(self.scalar)
+        if self.core.shape[0]:
+            value = value + 2.0 * jnp.sum(jnp.log(jnp.diag(jnp.linalg.cholesky(sym(self.core)))))
+        return value
+
+    def inverse(self) -> SubspaceOperator:
+        """The inverse of a symmetric positive-definite operator (``core^{-1}``, ``1 / scalar``)."""
+        r = self.core.shape[0]
+        core = self.core
+        if r:
+            L = jnp.linalg.cholesky(sym(core))
+            core = sym(jax.scipy.linalg.cho_solve((L, True), jnp.eye(r, dtype=core.dtype)))
+        return SubspaceOperator(self.basis, core, 1.0 / self.scalar)
+
+    def sqrt_apply(self, z: Float[Array, "... d"]) -> Array:
+        """``matrix^{1/2} @ z`` for a symmetric PSD operator (eigenvalues clipped at 0).
+
+        With ``z`` standard normal this samples ``N(0, matrix)`` in ``O(d r)``.
+        """
+        p = z @ self.basis
+        root = jnp.sqrt(jnp.maximum(self.scalar, 0.0))
+        out = root * z
+        if self.core.shape[0]:
+            w, V = jnp.linalg.eigh(sym(self.core))
+            core_root = (V * jnp.sqrt(jnp.maximum(w, 0.0))) @ V.T
+            out = out + (p @ core_root.T - root * p) @ self.basis.T
+        return out
+
+    def quad_form(self, x: Float[Array, "... d"]) -> Array:
+        """``x^T matrix x`` for points of shape ``(..., d)``."""
+        return jnp.sum(x * self.apply(x), axis=-1)
+
+
+def _subspace(basis, core, scalar) -> SubspaceOperator:
+    return SubspaceOperator(basis, core, jnp.asarray(scalar))
+
+
+class LowRankAffineMap(eqx.Module):
+    """The map ``x -> matrix @ x + offset`` with a factored ``matrix``, ``O(d r)`` per point.
+
+    The low-rank counterpart of :class:`gaussot_jax.AffineMap` (entropic and bridge maps).
+
+    Attributes:
+        matrix: the linear part, a :class:`SubspaceOperator`.
+        offset: ``(d,)``, the value at ``x = 0``.
+    """
+
+    matrix: SubspaceOperator
+    """The linear part, a :class:`SubspaceOperator`."""
+    offset: Float[Array, " d"]
+    """``(d,)``, the value at ``x = 0``."""
+
+    def __call__(self, x: Float[Array, "... d"]) -> Array:
+        """Apply the map to points ``x`` of shape ``(..., d)``."""
+        x = _checks.check_points("x", x, self.offset.shape[-1])
+        return self.matrix.apply(x) + self.offset
+
+    def to_dense(self) -> AffineMap:
+        """The same map as a dense :class:`gaussot_jax.AffineMap` (small ``d`` only)."""
+        return AffineMap(self.matrix.to_dense(), self.offset)
+
+
+class LowRankQuadraticPotential(eqx.Module):
+    """``f(x) = 1/2 x^T quad x + lin^T x + const`` with a factored Hessian, ``O(d r)`` per point.
+
+    The low-rank counterpart of :class:`gaussot_jax.QuadraticPotential` (dual potentials).
+
+    Attributes:
+        quad: the Hessian, a symmetric :class:`SubspaceOperator`.
+        lin: ``(d,)``, the gradient at 0.
+        const: scalar, ``f(0)``.
+    """
+
+    quad: SubspaceOperator
+    """The Hessian, a symmetric :class:`SubspaceOperator`."""
+    lin: Float[Array, " d"]
+    """``(d,)``, the gradient at 0."""
+    const: Float[Array, ""]
+    """Scalar, ``f(0)``."""
+
+    def __call__(self, x: Float[Array, "... d"]) -> Array:
+        """Evaluate at the points ``x`` of shape ``(..., d)``: one value per point."""
+        x = _checks.check_points("x", x, self.lin.shape[-1])
+        return 0.5 * self.quad.quad_form(x) + x @ self.lin + self.const
+
+    def mean_under(self, g: LowRankGaussian) -> Array:
+        """``E_g f = 1/2 Tr(quad Sigma) + f(mean)`` for ``g = N(mean, Sigma)``, in ``O(d r k)``."""
+        U = g.factor.astype(self.lin.dtype)
+        tr = jnp.sum(U * self.quad.apply(U.T).T) + g.noise * self.quad.trace()
+        return 0.5 * tr + self(g.mean)
+
+    def to_dense(self) -> QuadraticPotential:
+        """The same function as a dense :class:`gaussot_jax.QuadraticPotential` (small ``d``)."""
+        return QuadraticPotential(self.quad.to_dense(), self.lin, self.const)
+
+    @staticmethod
+    def centred(
+        quad: SubspaceOperator, centre: Array, value_at_centre: Array, slope: Array
+    ) -> LowRankQuadraticPotential:
+        """``x -> 1/2 (x - c)^T quad (x - c) + slope^T x + value`` in the stored form."""
+        q_c = quad.apply(centre)
+        return LowRankQuadraticPotential(
+            quad, slope - q_c, value_at_centre + 0.5 * jnp.dot(centre, q_c)
+        )
+
+
+class LowRankPlan(eqx.Module):
+    r"""A Gaussian on ``R^{2d}`` whose covariance blocks share one subspace, in ``O(d r)``.
+
+    ``N(mean, Sigma)`` with ``Sigma = (I_2 ⊗ Z) core (I_2 ⊗ Z)^T + scalar ⊗ (I - Z Z^T)``:
+    on ``span(Z) ⊕ span(Z)`` the ``2r x 2r`` matrix ``core`` (``x`` block first), on each of
+    the ``d - r`` complementary directions the same ``2 x 2`` matrix ``scalar`` coupling
+    ``x_i`` and ``y_i``. The optimal plans between :class:`LowRankGaussian` pairs (entropic
+    OT, Schrödinger bridges) have this form.
+
+    Attributes:
+        mean: ``(2d,)``, the means of ``x`` and of ``y``.
+        basis: ``(d, r)`` orthonormal columns ``Z``.
+        core: ``(2r, 2r)``, the joint covariance of ``(Z^T x, Z^T y)``.
+        scalar: ``(2, 2)``, the joint covariance of ``(x, y)`` along a complementary direction.
+    """
+
+    mean: Float[Array, " 2d"]
+    """``(2d,)``, the means of ``x`` and of ``y``."""
+    basis: Float[Array, "d r"]
+    """``(d, r)`` orthonormal columns ``Z``."""
+    core: Float[Array, "2r 2r"]
+    """``(2r, 2r)``, the joint covariance of ``(Z^T x, Z^T y)``."""
+    scalar: Float[Array, "2 2"]
+    """``(2, 2)``, the joint covariance of ``(x, y)`` along a complementary direction."""
+
+    @property
+    def dim(self) -> int:
+        """``d``, the dimension of each marginal."""
+        return self.basis.shape[0]
+
+    def _block(self, i: int, j: int) -> SubspaceOperator:
+        r = self.basis.shape[1]
+        core = self.core[i * r : (i + 1) * r, j * r : (j + 1) * r]
+        return SubspaceOperator(self.basis, core, self.scalar[i, j])
+
+    @property
+    def cov_x(self) -> SubspaceOperator:
+        """``Cov(x)``, the first marginal's covariance."""
+        return self._block(0, 0)
+
+    @property
+    def cov_y(self) -> SubspaceOperator:
+        """``Cov(y)``, the second marginal's covariance."""
+        return self._block(1, 1)
+
+    @property
+    def cross_cov(self) -> SubspaceOperator:
+        """``Cov(x, y)``."""
+        return self._block(0, 1)
+
+    def to_dense(self) -> Gaussian:
+        """The same Gaussian with a dense ``2d x 2d`` covariance (small ``d`` only)."""
+        C = self.cross_cov.to_dense()
+        cov = jnp.block([[self.cov_x.to_dense(), C], [C.T, self.cov_y.to_dense()]])
+        return Gaussian(self.mean, sym(cov), validate=False)
+
+    def _split_points(self, z):
+        d = self.dim
+        u = z - self.mean
+        ux, uy = u[..., :d], u[..., d:]
+        px, py = ux @ self.basis, uy @ self.basis
+        return px, py, ux - px @ self.basis.T, uy - py @ self.basis.T
+
+    def sample(self, key: PRNGKeyArray, shape: tuple[int, ...] = ()) -> Array:
+        """Samples of shape ``(*shape, 2d)`` (``x`` then ``y``), ``O(d r)`` each."""
+        d, r = self.basis.shape
+        k1, k2 = jax.random.split(key)
+        dtype = self.mean.dtype
+        xi = jax.random.normal(k1, (*shape, 2, d), dtype=dtype)
+        # Complement: project both components, then mix them by the 2 x 2 root.
+        w, V = jnp.linalg.eigh(sym(self.scalar))
+        root = (V * jnp.sqrt(jnp.maximum(w, 0.0))) @ V.T
+        perp = xi - (xi @ self.basis) @ self.basis.T
+        out = jnp.einsum("ij,...jd->...id", root, perp)
+        if r:
+            wc, Vc = jnp.linalg.eigh(sym(self.core))
+            core_root = (Vc * jnp.sqrt(jnp.maximum(wc, 0.0))) @ Vc.T
+            zr = jax.random.normal(k2, (*shape, 2 * r), dtype=dtype) @ core_root.T
+            out = out + jnp.stack([zr[..., :r], zr[..., r:]], axis=-2) @ self.basis.T
+        return self.mean + out.reshape(*shape, 2 * d)
+
+    def log_prob(self, z: Float[Array, "... 2d"]) -> Array:
+        """Log-density at points ``(..., 2d)`` (needs a positive-definite covariance).
+
+        The quadratic form and the log-determinant split as the covariance does: a
+        ``2r``-dimensional Gaussian on the basis coordinates plus ``d - r`` independent
+        2-D ones along the complement (their sums of squares enter through
+        ``||x_perp||^2``, ``<x_perp, y_perp>``, ``||y_perp||^2``).
+        """
+        d, r = self.basis.shape
+        z = _checks.check_points("z", z, 2 * d)
+        px, py, qx, qy = self._split_points(z)
+        s = self.scalar
+        det = s[0, 0] * s[1, 1] - s[0, 1] * s[1, 0]
+        quad = (
+            s[1, 1] * jnp.sum(qx**2, -1)
+            - (s[0, 1] + s[1, 0]) * jnp.sum(qx * qy, -1)
+            + s[0, 0] * jnp.sum(qy**2, -1)
+        ) / det
+        logdet = (d - r) * jnp.log(det)
+        if r:
+            L = jnp.linalg.cholesky(sym(self.core))
+            p = jnp.concatenate([px, py], axis=-1)
+            y = jax.scipy.linalg.solve_triangular(L, p.reshape(-1, 2 * r).T, lower=True)
+            quad = quad + jnp.sum(y**2, axis=0).reshape(quad.shape)
+            logdet = logdet + 2.0 * jnp.sum(jnp.log(jnp.diag(L)))
+        return -0.5 * (2 * d * _LOG_2PI + quad + logdet)
+
+
+def _plan(mean_x, mean_y, basis, core, scalar) -> LowRankPlan:
+    return LowRankPlan(jnp.concatenate([mean_x, mean_y]), basis, core, scalar)
+
 
 class LowRankEntropicOT(eqx.Module):
-    """Result of :func:`lowrank_entropic_ot`: value, cross-covariance and entropic map.
+    """Result of :func:`lowrank_entropic_ot`: the fields of :class:`gaussot_jax.EntropicOT`.
+
+    Factored: no ``d x d`` matrix; ``to_dense()`` on each part gives the dense one.
 
     Attributes:
         cost: The optimal value ``OT_eps(mu, nu)``.
         cross_cov: ``C = Cov(x, y)`` under the optimal plan, factored.
+        plan: The optimal plan, a Gaussian on ``R^{2d}`` with factored blocks.
+        potentials: ``(f, g)``: ``d plan / d(mu ⊗ nu) = exp((f(x) + g(y) - ||x - y||^2) / eps)``
+            and ``E_mu f + E_nu g = cost``; factored Hessians.
         map_matrix: ``T`` of the entropic map ``x -> E[y | x] = b + T (x - a)``, factored.
         map_offset: ``b - T a``.
         epsilon: The regularisation strength.
@@ -255,6 +524,11 @@ class LowRankEntropicOT(eqx.Module):
     """The optimal value ``OT_eps(mu, nu)``."""
     cross_cov: SubspaceOperator
     """``C = Cov(x, y)`` under the optimal plan, factored."""
+    plan: LowRankPlan
+    """The optimal plan, a Gaussian on ``R^{2d}`` with factored blocks."""
+    potentials: tuple[LowRankQuadraticPotential, LowRankQuadraticPotential]
+    """``(f, g)``: ``d plan / d(mu ⊗ nu) = exp((f(x) + g(y) - ||x - y||^2) / eps)`` and
+    ``E_mu f + E_nu g = cost``; factored Hessians."""
     map_matrix: SubspaceOperator
     """``T`` of the entropic map ``x -> E[y | x] = b + T (x - a)``, factored."""
     map_offset: Float[Array, " d"]
@@ -262,27 +536,110 @@ class LowRankEntropicOT(eqx.Module):
     epsilon: Float[Array, ""]
     """The regularisation strength."""
 
-    def entropic_map(self, x: Float[Array, "... d"]) -> Array:
-        """The barycentric projection ``E_plan[y | x]`` at points ``(..., d)``."""
-        return self.map_matrix.apply(x) + self.map_offset
+    @property
+    def transport_map(self) -> LowRankAffineMap:
+        """The barycentric projection ``x -> E_plan[y | x]``, callable on points ``(..., d)``."""
+        return LowRankAffineMap(self.map_matrix, self.map_offset)
 
-    def transport_map(self, x: Float[Array, "... d"]) -> Array:
-        """The same map as :meth:`entropic_map`, by the library's common name."""
-        return self.entropic_map(x)
+    @property
+    def entropic_map(self) -> LowRankAffineMap:
+        """The same map as :attr:`transport_map` (the name [JMPC20]'s readers know)."""
+        return self.transport_map
+
+
+class ScaledLowRankGaussian(eqx.Module):
+    r"""The positive measure ``mass * N(mean, factor factor^T + noise I)`` (unbalanced OT).
+
+    The low-rank counterpart of :class:`gaussot_jax.ScaledGaussian`:
+    :func:`gaussot_jax.unbalanced_entropic_ot` accepts pairs of them (and of
+    :class:`LowRankGaussian`, mass 1) and costs ``O(d k^2)``.
+
+    Args:
+        mass: positive scalar.
+        mean: ``(d,)``.
+        factor: ``(d, k)``.
+        noise: scalar ``>= 0``.
+        validate: check values when they are concrete.
+
+    Examples:
+        >>> import jax.numpy as jnp, gaussot_jax as gj
+        >>> a = gj.ScaledLowRankGaussian(2.0, jnp.zeros(10_000), jnp.ones((10_000, 1)) / 100, 1.0)
+        >>> b = gj.ScaledLowRankGaussian(3.0, jnp.zeros(10_000), jnp.zeros((10_000, 0)), 0.9)
+        >>> out = gj.unbalanced_entropic_ot(a, b, 1.0, 2.0)
+        >>> float(out.log_mass) < 0.0
+        True
+    """
+
+    mass: Float[Array, "*batch"]
+    mean: Float[Array, "*batch d"]
+    factor: Float[Array, "*batch d k"]
+    noise: Float[Array, "*batch"]
+
+    def __init__(self, mass, mean, factor, noise, *, validate: bool = True):
+        g = LowRankGaussian(mean, factor, noise, validate=validate)
+        mass = _checks.as_float(mass, g.mean.dtype)
+        if jnp.shape(mass) != g.mean.shape[:-1]:
+            raise ValueError(
+                f"mass must have the batch shape {g.mean.shape[:-1]} of mean, got {jnp.shape(mass)}"
+            )
+        if validate:
+            _checks.check_finite("mass", mass)
+            _checks.check_positive("mass", mass)
+        self.mass, self.mean, self.factor, self.noise = mass, g.mean, g.factor, g.noise
+
+    @property
+    def dim(self) -> int:
+        """Dimension ``d``."""
+        return self.mean.shape[-1]
+
+    @property
+    def normalized(self) -> LowRankGaussian:
+        """The probability measure ``N(mean, factor factor^T + noise I)``."""
+        return LowRankGaussian(self.mean, self.factor, self.noise, validate=False)
+
+    def to_dense(self) -> ScaledGaussian:
+        """The same measure as a dense :class:`gaussot_jax.ScaledGaussian` (small ``d``)."""
+        g = self.normalized.to_dense()
+        return ScaledGaussian(self.mass, g.mean, g.cov, validate=False)
 
 
 class LowRankUnbalancedOT(eqx.Module):
-    """Result of :func:`lowrank_unbalanced_entropic_ot`: value and transported mass.
+    """Result of :func:`lowrank_unbalanced_entropic_ot`: value, mass and plan, factored.
+
+    The fields of :class:`gaussot_jax.UnbalancedEntropicOT`, with the plan as a normalised
+    :class:`LowRankPlan` and its mass ``exp(log_mass)`` (property ``mass``).
 
     Attributes:
         cost: The optimal value ``UOT`` (with its mass terms).
         log_mass: ``log m_pi``, the plan's log-mass.
+        plan: The normalised plan ``N(mean_pi, Cov_pi)`` on ``R^{2d}``, factored.
+        destroyed_mass: ``(m_a - m_pi, m_b - m_pi)``.
+        epsilon: The entropic regularisation.
+        gamma: The marginal relaxation strength.
     """
 
     cost: Float[Array, ""]
     """The optimal value ``UOT`` (with its mass terms)."""
     log_mass: Float[Array, ""]
     """``log m_pi``, the plan's log-mass."""
+    plan: LowRankPlan
+    """The normalised plan ``N(mean_pi, Cov_pi)`` on ``R^{2d}``, factored."""
+    destroyed_mass: tuple[Float[Array, ""], Float[Array, ""]]
+    """``(m_a - m_pi, m_b - m_pi)``: mass not transported (negative where created)."""
+    epsilon: Float[Array, ""]
+    """The entropic regularisation."""
+    gamma: Float[Array, ""]
+    """The marginal relaxation strength."""
+
+    @property
+    def mass(self) -> Array:
+        """``m_pi = exp(log_mass)``, the transported mass."""
+        return jnp.exp(self.log_mass)
+
+    @property
+    def cross_cov(self) -> SubspaceOperator:
+        """``Cov(x, y)`` under the normalised plan."""
+        return self.plan.cross_cov
 
 
 @jax.custom_jvp
@@ -306,6 +663,29 @@ def _joint_factor_jvp(primals, tangents):
 def involves(mu, nu) -> bool:
     """True when either argument is a :class:`LowRankGaussian` (dispatch test)."""
     return isinstance(mu, LowRankGaussian) or isinstance(nu, LowRankGaussian)
+
+
+def involves_measure(a, b) -> bool:
+    """True when either argument is a low-rank (scaled) measure (unbalanced dispatch)."""
+    kinds = (LowRankGaussian, ScaledLowRankGaussian)
+    return isinstance(a, kinds) or isinstance(b, kinds)
+
+
+def _unscale(name: str, x):
+    if isinstance(x, ScaledLowRankGaussian | ScaledGaussian):
+        return x.normalized, x.mass
+    if isinstance(x, LowRankGaussian):
+        return x, 1.0
+    raise ValueError(
+        f"{name} must be a ScaledLowRankGaussian, a LowRankGaussian (mass 1) or a "
+        f"ScaledGaussian, got {type(x).__name__}"
+    )
+
+
+def unbalanced_dispatch(a, b, epsilon, gamma) -> LowRankUnbalancedOT:
+    """:func:`gaussot_jax.unbalanced_entropic_ot` on low-rank (scaled) measures."""
+    (ga, ma), (gb, mb) = _unscale("a", a), _unscale("b", b)
+    return lowrank_unbalanced_entropic_ot(ga, gb, epsilon, gamma, masses=(ma, mb))
 
 
 def _pair(mu, nu, names=("mu", "nu")) -> tuple[Gaussian, Gaussian] | None:
@@ -343,18 +723,39 @@ class _Reduced(eqx.Module):
 
 
 def _reduce(mu: LowRankGaussian, nu: LowRankGaussian) -> _Reduced:
+    """The reduced pair, ``F`` from :func:`joint_factor` (tangent ``Z^T dM``).
+
+    Exact derivatives for the ``O(d)``-invariant values, also at rank-deficient ``M``.
+    """
+    return _reduce_impl(mu, nu, with_basis=False)[1]
+
+
+def _reduce_with_basis(mu: LowRankGaussian, nu: LowRankGaussian) -> tuple[Array, _Reduced]:
+    """``(Z, reduced pair)`` from one QR differentiated by JAX's rule.
+
+    Factored outputs ``Z core(F) Z^T`` need the two tangents to agree (``joint_factor``'s
+    differs from the QR's by ``(Z^T dZ) F``, an infinitesimal rotation that ``core``
+    follows and ``Z`` does not); exact where ``M`` has full column rank.
+    """
+    Z, red = _reduce_impl(mu, nu, with_basis=True)
+    assert Z is not None  # with_basis
+    return Z, red
+
+
+def _reduce_impl(mu, nu, *, with_basis: bool) -> tuple[Array | None, _Reduced]:
     dtype = jnp.result_type(mu.mean, nu.mean)
     Ua, Ub = mu.factor.astype(dtype), nu.factor.astype(dtype)
     sa, sb = mu.noise.astype(dtype), nu.noise.astype(dtype)
     ka, k = mu.rank, mu.rank + nu.rank
     if k == 0:
         empty = jnp.zeros((0, 0), dtype)
-        return _Reduced(empty, empty, sa, sb, mu.dim)
-    F = joint_factor(jnp.concatenate([Ua, Ub], axis=1))
+        return jnp.zeros((mu.dim, 0), dtype), _Reduced(empty, empty, sa, sb, mu.dim)
+    M = jnp.concatenate([Ua, Ub], axis=1)
+    Z, F = jnp.linalg.qr(M) if with_basis else (None, joint_factor(M))
     r = F.shape[0]
     eye = jnp.eye(r, dtype=dtype)
     Fa, Fb = F[:, :ka], F[:, ka:]
-    return _Reduced(sym(Fa @ Fa.T) + sa * eye, sym(Fb @ Fb.T) + sb * eye, sa, sb, mu.dim - r)
+    return Z, _Reduced(sym(Fa @ Fa.T) + sa * eye, sym(Fb @ Fb.T) + sb * eye, sa, sb, mu.dim - r)
 
 
 def _split(red: _Reduced, fn) -> Array:
@@ -461,29 +862,63 @@ def lowrank_entropic_ot(
     eps = _check_epsilon(epsilon, dtype)
     red = _reduce(mu, nu)
     cost = _sq_dist(mu, nu) + _split(red, lambda g, h: entropic_ot(g, h, eps).cost)
-    # Factored matrices: the basis Z itself (JAX's QR derivative, full column rank).
-    d, k = mu.dim, mu.rank + nu.rank
-    if k:
-        Z = jnp.linalg.qr(jnp.concatenate([mu.factor, nu.factor], axis=1).astype(dtype))[0]
-        z = jnp.zeros(Z.shape[1], dtype)
-        g_a, g_b = Gaussian(z, red.A, validate=False), Gaussian(z, red.B, validate=False)
-        out_r = entropic_ot(g_a, g_b, eps)
-        C_r, T_r = out_r.cross_cov, out_r.entropic_map.matrix
-    else:
-        Z = jnp.zeros((d, 0), dtype)
-        C_r = T_r = jnp.zeros((0, 0), dtype)
-    z1 = jnp.zeros(1, dtype)
-    out_1 = entropic_ot(
-        Gaussian(z1, red.sa[None, None], validate=False),
-        Gaussian(z1, red.sb[None, None], validate=False),
-        eps,
+    Z, n_perp, out_r, out_1 = _reduced_results(mu, nu, lambda g, h: entropic_ot(g, h, eps))
+    a, b = mu.mean.astype(dtype), nu.mean.astype(dtype)
+    cross = _subspace(Z, out_r.cross_cov, out_1.cross_cov[0, 0])
+    T = _subspace(Z, out_r.transport_map.matrix, out_1.transport_map.matrix[0, 0])
+    plan = _plan(a, b, Z, out_r.plan.cov, out_1.plan.cov)
+    # Potentials (module docstring): f = f0(x - a) + 2 (a - b)^T x - ||a||^2 + a^T b with f0
+    # the zero-mean potential, whose Hessian and value at 0 split over the basis.
+    (f_r, g_r), (f_1, g_1) = out_r.potentials, out_1.potentials
+    f = LowRankQuadraticPotential.centred(
+        _subspace(Z, f_r.quad, f_1.quad[0, 0]),
+        a,
+        f_r.const + n_perp * f_1.const - a @ a + a @ b,
+        2.0 * (a - b),
     )
-    cross = SubspaceOperator(Z, C_r, out_1.cross_cov[0, 0])
-    T = SubspaceOperator(Z, T_r, out_1.entropic_map.matrix[0, 0])
-    b = nu.mean.astype(dtype)
+    g = LowRankQuadraticPotential.centred(
+        _subspace(Z, g_r.quad, g_1.quad[0, 0]),
+        b,
+        g_r.const + n_perp * g_1.const - b @ b + a @ b,
+        2.0 * (b - a),
+    )
     return LowRankEntropicOT(
-        cost=cost, cross_cov=cross, map_matrix=T, map_offset=b - T.apply(mu.mean), epsilon=eps
+        cost=cost,
+        cross_cov=cross,
+        plan=plan,
+        potentials=(f, g),
+        map_matrix=T,
+        map_offset=b - T.apply(a),
+        epsilon=eps,
     )
+
+
+def _reduced_results(mu, nu, solve):
+    """``(Z, solve on the r-dim pair, solve on the 1-D pair)``, both pairs zero-mean.
+
+    For ``r = 0`` (two isotropic Gaussians) the reduced result is the 1-D one with every
+    array field cut to size 0 and every scalar field 0 (the value of an empty problem).
+    """
+    Z, red = _reduce_with_basis(mu, nu)
+    dtype = red.sa.dtype
+    z1 = jnp.zeros(1, dtype)
+    g_a1 = Gaussian(z1, red.sa[None, None], validate=False)
+    g_b1 = Gaussian(z1, red.sb[None, None], validate=False)
+    out_1 = solve(g_a1, g_b1)
+    if red.A.shape[0]:
+        z = jnp.zeros(red.A.shape[0], dtype)
+        out_r = solve(Gaussian(z, red.A, validate=False), Gaussian(z, red.B, validate=False))
+    else:
+        out_r = jax.tree_util.tree_map(_empty_like, out_1)
+    return Z, red.n_perp, out_r, out_1
+
+
+def _empty_like(x):
+    """A field of a 1-D result with every axis cut to length 0, or 0 for a scalar (``r = 0``)."""
+    x = jnp.asarray(x)
+    if x.ndim == 0:
+        return jnp.zeros_like(x)
+    return x[tuple(slice(0, 0) for _ in range(x.ndim))]
 
 
 def lowrank_sinkhorn_divergence(
@@ -515,7 +950,12 @@ def _woodbury_quad(M: Array, s: Array, u: Array) -> Array:
 
 
 def lowrank_unbalanced_entropic_ot(
-    a: LowRankGaussian, b: LowRankGaussian, epsilon, gamma, *, masses=(1.0, 1.0)
+    a: LowRankGaussian | Gaussian,
+    b: LowRankGaussian | Gaussian,
+    epsilon,
+    gamma,
+    *,
+    masses=(1.0, 1.0),
 ) -> LowRankUnbalancedOT:
     r"""Unbalanced entropic OT [JMPC20, Thm 2] between ``m_a a`` and ``m_b b``, ``O(d k^2)``.
 
@@ -546,8 +986,20 @@ def lowrank_unbalanced_entropic_ot(
             epsilon,
             gamma,
         )
-        return LowRankUnbalancedOT(cost=out.cost, log_mass=out.log_mass)
+        out = cast(UnbalancedEntropicOT, out)  # dense arguments: the dense result
+        # The dense plan as a LowRankPlan on the basis I (r = d, no complement).
+        eye = jnp.eye(a.dim, dtype=dtype)
+        plan = LowRankPlan(out.plan.mean, eye, out.plan.cov, jnp.eye(2, dtype=dtype))
+        return LowRankUnbalancedOT(
+            cost=out.cost,
+            log_mass=out.log_mass,
+            plan=plan,
+            destroyed_mass=out.destroyed_mass,
+            epsilon=out.epsilon,
+            gamma=out.gamma,
+        )
     eps = _check_epsilon(epsilon, dtype)
+    assert isinstance(a, LowRankGaussian) and isinstance(b, LowRankGaussian)  # _pair: None
     gam = jnp.asarray(gamma, dtype)
     _checks.check_positive("gamma", gam)
     one = jnp.ones((), dtype)
@@ -563,4 +1015,43 @@ def lowrank_unbalanced_entropic_ot(
     log_m = _split(_reduce(a, b), log_mass) + rho * (jnp.log(m_a) + jnp.log(m_b) - 0.5 * quad)
     m_pi = jnp.exp(log_m)
     cost = gam * (m_a + m_b - 2.0 * m_pi) + eps * (m_a * m_b - m_pi)
-    return LowRankUnbalancedOT(cost=cost, log_mass=log_m)
+    return LowRankUnbalancedOT(
+        cost=cost,
+        log_mass=log_m,
+        plan=_unbalanced_plan(a, b, eps, gam, lam),
+        destroyed_mass=(m_a - m_pi, m_b - m_pi),
+        epsilon=eps,
+        gamma=gam,
+    )
+
+
+def _unbalanced_plan(a: LowRankGaussian, b: LowRankGaussian, eps, gam, lam) -> LowRankPlan:
+    """The normalised unbalanced plan, factored (module docstring).
+
+    Its covariance depends on neither the means nor the masses, and every block of it
+    (``(I + C/lam)(A - A X^{-1} A)``, ...) splits over the basis: the reduced and the 1-D
+    zero-mean, unit-mass problems give the core and the scalar block. The means
+    ``a + A X^{-1} u``, ``b - B X^{-1} u`` (``u = b - a``) use ``A X^{-1} = Z A_r X_r^{-1} Z^T +
+    s_a / (s_a + s_b + lam) (I - Z Z^T)``.
+    """
+    from .unbalanced import _uot  # the dense kernel, on the r-dim and the 1-D problem
+
+    Z, red = _reduce_with_basis(a, b)
+    dtype = red.sa.dtype
+    one = jnp.ones((), dtype)
+    z1 = jnp.zeros(1, dtype)
+    cov_1 = _uot(one, z1, red.sa[None, None], one, z1, red.sb[None, None], eps, gam)[-1]
+    r = red.A.shape[0]
+    if r:
+        zr = jnp.zeros(r, dtype)
+        cov_r = _uot(one, zr, red.A, one, zr, red.B, eps, gam)[-1]
+        L = jnp.linalg.cholesky(sym(red.A + red.B + lam * jnp.eye(r, dtype=dtype)))
+        cho = jax.scipy.linalg.cho_solve
+        AX_r, BX_r = (cho((L, True), M).T for M in (red.A, red.B))  # M X^{-1} (symmetric M, X)
+    else:
+        cov_r = AX_r = BX_r = jnp.zeros((0, 0), dtype)
+    x_perp = red.sa + red.sb + lam
+    u = (b.mean - a.mean).astype(dtype)
+    mean_x = a.mean.astype(dtype) + _subspace(Z, AX_r, red.sa / x_perp).apply(u)
+    mean_y = b.mean.astype(dtype) - _subspace(Z, BX_r, red.sb / x_perp).apply(u)
+    return _plan(mean_x, mean_y, Z, cov_r, cov_1)

@@ -54,6 +54,8 @@ Derivation of the form used here (every step checked against direct minimisation
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -67,6 +69,9 @@ from .gaussians import ScaledGaussian
 from .linalg import _eigh_psd, sym
 from .linalg import psd_fn_unchecked as psd_fn
 from .linalg import trace_fn_unchecked as trace_fn
+
+if TYPE_CHECKING:  # lowrank imports this module at run time
+    from .lowrank import LowRankGaussian, LowRankUnbalancedOT, ScaledLowRankGaussian
 
 __all__ = ["UnbalancedEntropicOT", "unbalanced_entropic_ot"]
 
@@ -287,8 +292,11 @@ def _check_measures(a, b) -> tuple[ScaledGaussian, ScaledGaussian]:
 
 
 def unbalanced_entropic_ot(
-    a: ScaledGaussian, b: ScaledGaussian, epsilon, gamma
-) -> UnbalancedEntropicOT:
+    a: ScaledGaussian | ScaledLowRankGaussian | LowRankGaussian,
+    b: ScaledGaussian | ScaledLowRankGaussian | LowRankGaussian,
+    epsilon,
+    gamma,
+) -> UnbalancedEntropicOT | LowRankUnbalancedOT:
     r"""Unbalanced entropic OT between scaled Gaussians in closed form [JMPC20, Thm 2].
 
     Solves (docs/jmpc20.md; [JMPC20]'s ``sigma^2 = epsilon / 2``)::
@@ -325,6 +333,9 @@ def unbalanced_entropic_ot(
     Returns:
         :class:`UnbalancedEntropicOT` with ``cost``, ``plan`` (a ``ScaledGaussian`` on
         ``R^{2d}``), ``marginals``, ``cross_cov``, ``log_mass``, ``destroyed_mass``.
+        For :class:`gaussot_jax.ScaledLowRankGaussian` or :class:`gaussot_jax.LowRankGaussian`
+        (mass 1) arguments, :func:`gaussot_jax.lowrank_unbalanced_entropic_ot`'s factored
+        :class:`gaussot_jax.LowRankUnbalancedOT`, in ``O(d k^2)``.
 
     Raises:
         ValueError: ``a`` or ``b`` not a single ``ScaledGaussian``, dimensions differ,
@@ -343,6 +354,10 @@ def unbalanced_entropic_ot(
         >>> round(float(pi_1.mass), 4), round(float(pi_2.mass), 4)  # both marginals carry m_pi
         (0.9079, 0.9079)
     """
+    from . import lowrank  # lazy: lowrank builds on this module
+
+    if lowrank.involves_measure(a, b):
+        return lowrank.unbalanced_dispatch(a, b, epsilon, gamma)
     a, b = _check_measures(a, b)
     dtype = jnp.result_type(a.mean, b.mean)
     eps = _check_scalar("epsilon", epsilon, dtype)

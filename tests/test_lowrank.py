@@ -386,3 +386,219 @@ def test_vmap_jit_float32(rng):
     out32 = f(cast(stack(mus)), cast(stack(nus)))
     assert out32.dtype == jnp.float32
     assert_close(out32, ref, tol(jnp.float32))
+
+
+# --- entropic plan and potentials, factored ----------------------------------------------
+
+
+def _dense_entropic_error(A, B, a, b, eps):
+    """Round-off bounds on the *dense* [JMPC20] outputs (the low-rank side is ``r x r``).
+
+    The dense side (``solve_coupling``) forms ``X = B^{1/2}`` and ``M = phi(H)``,
+    ``H = X G X``, ``G = w^2 A``, ``w = 2 / eps``, ``phi(h) = 2 / (1 + (1 + 4h)^{1/2})``, by
+    two backward-stable eigendecompositions: the computed ``S = X M X`` is exact for ``B``
+    and ``H`` perturbed by ``p ||B||``, ``p ||H||`` (``p eps = eig_backward_error``). ``1 -
+    phi`` is operator monotone with slope ``<= 1``, so ``||dM||_2 <= ||dH||_2``; with
+    ``||M|| <= 1`` and ``||H|| <= h = w^2 ||A|| ||B||`` (``B -> S`` has slope ``<= 1 + h``),
+    ``||dS||_2 <= 4 p ||B|| (1 + h)`` (4: the two factorisations and the products). Then
+    ``T = w S``, ``C = w A S``, the potentials' Hessians ``2 I - eps W S W^T = 2 (I - T)``
+    inherit it, and ``KL = -1/2 logdet M`` moves by ``<= d p h / 2 * max(1 / phi) / 2``.
+    Returns ``(S, T, C, quad, const)`` bounds: spectral norms, which bound every entry.
+    """
+    A, B, a, b = (np.asarray(x, np.float64) for x in (A, B, a, b))
+    d = A.shape[-1]
+    p = eig_backward_error(d, np.float64)
+    w = 2.0 / eps
+    nA, nB = np.linalg.norm(A, 2), np.linalg.norm(B, 2)
+    h = w**2 * nA * nB
+    err_S = 4.0 * p * nB * (1.0 + h)
+    err_T = w * err_S
+    err_C = w * nA * err_S + p * w * nA * nB
+    err_kl = d * p * h * (1.0 + np.sqrt(1.0 + 4.0 * h)) / 4.0
+    # const = eps KL / 2 + a^T b - (eps/2) a^T P a, P = w T: the last moves by ||a||^2 err_T
+    err_const = 0.5 * eps * err_kl + max(a @ a, b @ b) * err_T + p * abs(a @ b)
+    return err_S, err_T, err_C, 2.0 * err_T, err_const
+
+
+def _check_bound(name, got, want, bound, ratios):
+    err = float(np.max(np.abs(np.asarray(got) - np.asarray(want))))
+    ratios[name] = err / bound
+    assert err <= bound, f"{name}: error {err:.3g} > bound {bound:.3g}"
+
+
+@pytest.mark.parametrize("d, case", DENSE_PAIRS)
+def test_plan_and_potentials_equal_dense(rng, d, case):
+    """Plan blocks, potentials (values at points too) and map against the dense result."""
+    ka, kb, sa, sb = case
+    mu, nu = _lr(rng, d, ka, sa), _lr(rng, d, kb, sb)
+    dm, dn = mu.to_dense(), nu.to_dense()
+    out, ref = gj.entropic_ot(mu, nu, EPS), gj.entropic_ot(dm, dn, EPS)
+    _, err_T, err_C, err_quad, err_const = _dense_entropic_error(
+        dm.cov, dn.cov, mu.mean, nu.mean, EPS
+    )
+    ratios = {}
+    plan = out.plan.to_dense()
+    np.testing.assert_array_equal(plan.mean, ref.plan.mean)
+    _check_bound("plan.cov", plan.cov, ref.plan.cov, err_C, ratios)
+    _check_bound("cross_cov", out.plan.cross_cov.to_dense(), ref.cross_cov, err_C, ratios)
+    T = out.transport_map
+    _check_bound("map.matrix", T.matrix.to_dense(), ref.transport_map.matrix, err_T, ratios)
+    scale_ab = np.linalg.norm(mu.mean) + np.linalg.norm(nu.mean)
+    _check_bound("map.offset", T.offset, ref.transport_map.offset, err_T * scale_ab, ratios)
+    x = np.asarray(mu.mean) + rng.normal(size=(3, d))
+    _check_bound("map(x)", T(x), ref.transport_map(x), err_T * 2 * scale_ab, ratios)
+    for name, pot, pref, c in zip("fg", out.potentials, ref.potentials, (mu.mean, nu.mean)):
+        dp = pot.to_dense()
+        _check_bound(f"{name}.quad", dp.quad, pref.quad, err_quad, ratios)
+        _check_bound(f"{name}.lin", dp.lin, pref.lin, err_quad * scale_ab, ratios)
+        _check_bound(f"{name}.const", dp.const, pref.const, err_const, ratios)
+        pts = np.asarray(c) + rng.normal(size=(2, 2, d))
+        r2 = float(np.max(np.sum((pts - np.asarray(c)) ** 2, -1)))
+        bound = err_const + err_quad * (r2 / 2 + scale_ab * np.sqrt(r2) + scale_ab**2)
+        _check_bound(f"{name}(x)", pot(pts), jax.vmap(jax.vmap(pref))(pts), bound, ratios)
+    print(f"d={d} case={case}: max error/bound", {k: f"{v:.1e}" for k, v in ratios.items()})
+
+
+@pytest.mark.parametrize("d, case", [(200, c) for c in CASES] + [(100_000, CASES[0])])
+def test_potentials_dual_value_and_schrodinger_system(rng, d, case):
+    """Independent checks in O(d r), also at d = 1e5: the marginals of the plan are mu and
+    nu, ``E_mu f + E_nu g = cost`` (strong duality), and the plan's density is
+    ``exp((f(x) + g(y) - ||x - y||^2) / eps)`` times ``mu(x) nu(y)`` (needs noise > 0).
+
+    All three are computed from the low-rank objects alone, not from the dense closed
+    form: they tie potentials, plan and cost together. Round-off: O(d r) sums of O(1)
+    terms, relative 1e-10 at d = 1e5 (the plan's log-density is O(d))."""
+    ka, kb, sa, sb = case
+    mu, nu = _lr(rng, d, ka, sa), _lr(rng, d, kb, sb)
+    out = jax.jit(lambda a, b: gj.entropic_ot(a, b, EPS))(mu, nu)
+    f, g = out.potentials
+    dual = f.mean_under(mu) + g.mean_under(nu)
+    assert_close(dual, out.cost, 1e-10)
+    # Marginals: cov_x = A, cov_y = B, applied to probe vectors (O(d r)).
+    v = rng.normal(size=(2, d))
+    for cov, lr in ((out.plan.cov_x, mu), (out.plan.cov_y, nu)):
+        want = (v @ np.asarray(lr.factor)) @ np.asarray(lr.factor).T + float(lr.noise) * v
+        assert_close(cov.apply(v), want, 1e-10)
+    if sa > 0 and sb > 0:
+        key = jax.random.PRNGKey(1)
+        z = out.plan.sample(key, (3,))
+        x, y = z[:, :d], z[:, d:]
+        lhs = out.plan.log_prob(z)
+        rhs = (f(x) + g(y) - jnp.sum((x - y) ** 2, -1)) / EPS + mu.log_prob(x) + nu.log_prob(y)
+        assert_close(lhs, rhs, 1e-10)
+
+
+def test_plan_sample_moments_and_log_prob(rng, key):
+    """Monte Carlo moments of LowRankPlan.sample; log_prob against SciPy (d = 6)."""
+    d = 6
+    mu, nu = _lr(rng, d, 2, 0.4), _lr(rng, d, 1, 0.3)
+    plan = gj.entropic_ot(mu, nu, EPS).plan
+    dense = plan.to_dense()
+    n = 200_000
+    z = np.asarray(plan.sample(key, (n,)))
+    cov = np.asarray(dense.cov)
+    se = np.sqrt(2.0 / n) * cov.diagonal().max()  # 6 standard errors, as test_sample_moments
+    np.testing.assert_allclose(z.mean(0), dense.mean, atol=6 * np.sqrt(cov.max() / n))
+    np.testing.assert_allclose(np.cov(z.T, bias=True), cov, atol=6 * se)
+    pts = np.asarray(dense.mean) + rng.normal(size=(4, 2 * d))
+    ref = scipy.stats.multivariate_normal(np.asarray(dense.mean), cov).logpdf(pts)
+    assert_close(plan.log_prob(jnp.asarray(pts)), ref, 1e-11)
+
+
+def test_factored_outputs_gradients(rng):
+    """Gradients of factored outputs equal the dense ones (the basis and the core must be
+    differentiated consistently: module docstring)."""
+    d = 30
+    mu, nu = _lr(rng, d, 3, 0.5), _lr(rng, d, 2, 0.8)
+    W = jnp.asarray(rng.normal(size=(d, d)))
+    x = jnp.asarray(rng.normal(size=(2, d)))
+
+    def loss(U, V, dense):
+        m, n = gj.LowRankGaussian(mu.mean, U, mu.noise), gj.LowRankGaussian(nu.mean, V, nu.noise)
+        if dense:
+            m, n = m.to_dense(), n.to_dense()
+        out = gj.entropic_ot(m, n, EPS)
+        C = out.cross_cov if dense else out.cross_cov.to_dense()
+        f, g = out.potentials
+        return jnp.sum(W * C) + jnp.sum(f(x)) + jnp.sum(g(x)) + jnp.sum(out.transport_map(x))
+
+    g1 = jax.grad(loss, argnums=(0, 1))(mu.factor, nu.factor, False)
+    g2 = jax.grad(loss, argnums=(0, 1))(mu.factor, nu.factor, True)
+    for a, b in zip(g1, g2):
+        assert_close(a, b, 1e-8)
+
+
+# --- unbalanced: dispatch and the factored plan -------------------------------------------
+
+
+@pytest.mark.parametrize("d, case", [(200, c) for c in CASES])
+def test_unbalanced_dispatch_and_plan_equal_dense(rng, d, case):
+    """gj.unbalanced_entropic_ot on ScaledLowRankGaussian / LowRankGaussian (mass 1) pairs
+    routes to the low-rank path; value, mass and factored plan equal the dense result.
+
+    Tolerances: the log-mass as in test_closed_forms_equal_dense (_dense_log_mass_error);
+    the plan's blocks are products of ``(I + C/lam)`` with ``A - A X^{-1} A`` and of the
+    Cholesky solve with ``X = A + B + lam I`` (``cond(X)``), so relative ``p cond(X)`` times
+    the largest block, plus the cross block's ``C`` (``_dense_entropic_error``'s ``C`` bound
+    with ``W = w I`` as for the core solver, ``w = 1/(sigma^2 tau^{1/2})`` on ``At, Bt``,
+    whose norms are ``< gamma/2``)."""
+    ka, kb, sa, sb = case
+    mu, nu = _lr(rng, d, ka, sa, mean_scale=0.05), _lr(rng, d, kb, sb, mean_scale=0.05)
+    dm, dn = mu.to_dense(), nu.to_dense()
+    for masses, (a, b) in (
+        (
+            (2.0, 3.0),
+            (
+                gj.ScaledLowRankGaussian(2.0, mu.mean, mu.factor, mu.noise),
+                gj.ScaledLowRankGaussian(3.0, nu.mean, nu.factor, nu.noise),
+            ),
+        ),
+        ((1.0, 1.0), (mu, nu)),
+    ):
+        out = gj.unbalanced_entropic_ot(a, b, EPS, GAMMA)
+        assert isinstance(out, gj.LowRankUnbalancedOT)
+        ref = gj.unbalanced_entropic_ot(_scaled(dm, masses[0]), _scaled(dn, masses[1]), EPS, GAMMA)
+        bound = _dense_log_mass_error(dm.cov, dn.cov, nu.mean - mu.mean)
+        np.testing.assert_allclose(out.log_mass, ref.log_mass, rtol=TOL_DENSE, atol=bound)
+        cost_bound = (2.0 * GAMMA + EPS) * float(np.exp(ref.log_mass)) * bound
+        np.testing.assert_allclose(out.cost, ref.cost, rtol=TOL_DENSE, atol=cost_bound)
+        for got, want in zip(out.destroyed_mass, ref.destroyed_mass):
+            np.testing.assert_allclose(got, want, atol=float(np.exp(ref.log_mass)) * bound)
+        A, B = np.asarray(dm.cov), np.asarray(dn.cov)
+        lam = 0.5 * (EPS + GAMMA)
+        X = A + B + lam * np.eye(d)
+        p = eig_backward_error(d, np.float64)
+        tau = GAMMA / (GAMMA + EPS)
+        w = 1.0 / (0.5 * EPS * np.sqrt(tau))
+        h = w**2 * (GAMMA / 2) ** 2
+        err_C = 4.0 * p * (GAMMA / 2) * (1.0 + h) * (w * GAMMA / 2 + 1.0) / np.sqrt(tau)
+        scale = np.abs(np.asarray(ref.plan.cov)).max()
+        plan_bound = p * np.linalg.cond(X) * scale * (1.0 + err_C / lam) + err_C
+        dense_plan = out.plan.to_dense()
+        err = np.abs(np.asarray(dense_plan.cov) - np.asarray(ref.plan.cov)).max()
+        assert err <= plan_bound, (err, plan_bound)
+        mean_bound = p * np.linalg.cond(X) * np.abs(np.asarray(ref.plan.mean)).max()
+        np.testing.assert_allclose(dense_plan.mean, ref.plan.mean, rtol=0, atol=mean_bound)
+        assert_close(out.cross_cov.to_dense(), ref.cross_cov, plan_bound)
+        print(f"case={case} m={masses}: plan err/bound {err / plan_bound:.1e}")
+
+
+def test_unbalanced_dispatch_validation_and_mixed(rng):
+    d = 20
+    lr = _lr(rng, d, 2, 0.5, mean_scale=0.1)
+    dense = gj.ScaledGaussian(1.5, rng.normal(size=d) * 0.1, np.eye(d))
+    out = gj.unbalanced_entropic_ot(lr, dense, EPS, GAMMA)  # mixed: dense path, small d
+    ref = gj.unbalanced_entropic_ot(_scaled(lr.to_dense(), 1.0), dense, EPS, GAMMA)
+    assert_close(out.cost, ref.cost, 1e-12)
+    assert_close(out.plan.to_dense().cov, ref.plan.cov, 1e-12)
+    with pytest.raises(ValueError, match="mass must be > 0"):
+        gj.ScaledLowRankGaussian(-1.0, lr.mean, lr.factor, lr.noise)
+    with pytest.raises(ValueError, match="b must be"):
+        gj.unbalanced_entropic_ot(lr, gj.Gaussian(lr.mean, np.eye(d)), EPS, GAMMA)
+    with pytest.raises(ValueError, match="gamma must be > 0"):
+        gj.unbalanced_entropic_ot(lr, lr, EPS, -1.0)
+    # jit and grad through the dispatch
+    f = jax.jit(lambda a, b: gj.unbalanced_entropic_ot(a, b, EPS, GAMMA).cost)
+    assert_close(f(lr, lr), gj.unbalanced_entropic_ot(lr, lr, EPS, GAMMA).cost, 1e-12)
+    g = jax.grad(lambda m: gj.unbalanced_entropic_ot(m, lr, EPS, GAMMA).plan.mean.sum())(lr)
+    assert np.all(np.isfinite(g.factor))
