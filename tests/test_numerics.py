@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.linalg as sl
-from conftest import random_spd
+from conftest import eig_backward_error, random_spd
 
 import gaussot_jax as gj
 from gaussot_jax import _checks, linalg
@@ -116,6 +116,48 @@ def test_w2_gradient_rule_kept(rng, d):
     t = 1e-5
     fd = (jax.grad(f)(eye + t * V, 2 * eye) - jax.grad(f)(eye - t * V, 2 * eye)) / (2 * t)
     np.testing.assert_allclose(hvp, fd, atol=1e-7)
+
+
+def _w2_grad_tol(A, B, d):
+    """First-order bound on ||grad_32 - grad_64||_2 / ||T||_2 for the W2^2 gradient I - T.
+
+    T_A = A^{-1} # B (geometric mean) is monotone in each argument, and (c P) # Q =
+    c^{1/2} P # Q. The eigendecompositions of A and B are exact for A + E_A, B + E_B with
+    ||E|| <= p eps ||.|| (conftest.eig_backward_error), i.e. (1 - dA) A <= A + E_A <=
+    (1 + dA) A, dA = p eps kappa_A; the SVD of Y X is exact for Y X + F, ||F|| <= p eps
+    ||Y|| ||X||, which perturbs X B X relatively by 2 p eps (kappa_A kappa_B)^{1/2}. So
+    T_hat lies between T sqrt((1 -+ dB) / (1 +- dA')), dA' = p eps (kappa_A + 2 (kappa_A
+    kappa_B)^{1/2}): to first order ||T_hat - T|| <= (dA' + dB) / 2 ||T||, plus (d + 2) eps
+    for forming (Y P) diag(1/s) (Y P)^T.
+    """
+    p = eig_backward_error(d, np.float32)
+    kA, kB = (np.linalg.cond(M) for M in (A, B))
+    return 0.5 * p * (kA + 2.0 * np.sqrt(kA * kB) + kB) + (d + 2) * EPS32
+
+
+@pytest.mark.parametrize("d", [2, 4, 8])
+@pytest.mark.parametrize("cond", [1e4, 1e5, 1e6])
+def test_w2_gradient_float32_ill_conditioned(rng, d, cond):
+    # float32 at kappa >= 1e6: the trace form's rule took 1/(2 lam^{1/2}) of the
+    # eigenvalues lam of B^{1/2} A B^{1/2} (condition number kappa_A kappa_B = 1e12, below
+    # float32 round-off: clipped to 0, inf * 0 = NaN). Now from the SVD of B^{1/2} A^{1/2}.
+    # Reference: float64 gradient (the same rule, exact to 1e-10 here) on the rounded inputs.
+    f = lambda A, B: gj.bures_wasserstein2(G(A, A.dtype), G(B, B.dtype))  # noqa: E731
+    pairs = [(random_spd(rng, d, cond), random_spd(rng, d, cond)) for _ in range(2)]
+    S = random_spd(rng, d, cond)
+    pairs.append((S, S))  # A = B: gradient exactly 0 (T = I); old code NaN here
+    for A, B in pairs:
+        A32, B32 = A.astype(np.float32), B.astype(np.float32)
+        A64, B64 = A32.astype(np.float64), B32.astype(np.float64)
+        g32 = jax.grad(f, argnums=(0, 1))(jnp.asarray(A32), jnp.asarray(B32))
+        g64 = jax.grad(f, argnums=(0, 1))(jnp.asarray(A64), jnp.asarray(B64))
+        for k, (x, y) in enumerate(zip(g32, g64)):
+            x, y = np.asarray(x, np.float64), np.asarray(y)
+            assert np.all(np.isfinite(x)), (k, x)
+            T = np.eye(d) - y  # ||T||_2 >= 1 / ||T^{-1}|| and T^{-1} = T_B: scale of T
+            bound = _w2_grad_tol(A64, B64, d) * np.linalg.norm(T, 2)
+            err = np.linalg.norm(x - y, 2)
+            assert err <= bound, (k, err, bound)
 
 
 def test_bures_wasserstein_gradient(rng):
