@@ -82,12 +82,11 @@ def _check_inputs(gaussians, weights) -> tuple[Array, Array, Array]:
     return gaussians.mean, gaussians.cov, w
 
 
-def _default_tol(tol, dtype, power: float) -> float:
+def _default_tol(tol, dtype, power: float) -> Array:
+    """``tol`` as a traced scalar of ``dtype`` (a new value does not recompile), ``> 0``."""
     if tol is None:
-        return float(np.finfo(dtype).eps ** power)
-    if not tol > 0:
-        raise ValueError(f"tol must be > 0, got {tol}")
-    return float(tol)
+        tol = float(np.finfo(dtype).eps ** power)
+    return _checks.check_scalar("tol", tol, dtype)
 
 
 def _check_max_iter(max_iter) -> int:
@@ -122,20 +121,25 @@ def _cg(matvec: Callable, b: Matrix) -> Matrix:
     return x
 
 
-def _implicit(grad_fn: Callable, solve: Callable, *params) -> Matrix:
-    """The root ``S`` of ``grad_fn(S, *params) = 0`` found by ``solve(*params)``."""
+def _implicit(grad_fn: Callable, solve: Callable, aux, *params) -> Matrix:
+    """The root ``S`` of ``grad_fn(S, *params) = 0`` found by ``solve(aux, *params)``.
+
+    ``aux`` (solver settings such as a traced ``tol``) is an argument, not a closure, so
+    that the ``custom_jvp`` closes over no tracer; the root does not depend on it.
+    """
 
     def F(S, *p):
         return grad_fn(sym(S), *p) + 0.5 * (S - S.T)
 
     @jax.custom_jvp
-    def root(*p):
-        return solve(*jax.lax.stop_gradient(p))
+    def root(aux, *p):
+        return solve(*jax.lax.stop_gradient((aux, *p)))
 
     @root.defjvp
     def root_jvp(primals, tangents):
         S = root(*primals)
-        _, rhs = jax.jvp(lambda *p: F(S, *p), primals, tangents)
+        _, *primals = primals
+        _, rhs = jax.jvp(lambda *p: F(S, *p), tuple(primals), tuple(tangents[1:]))
 
         def matvec(t):
             return jax.jvp(lambda X: F(X, *primals), (S,), (t,))[1]
@@ -143,7 +147,7 @@ def _implicit(grad_fn: Callable, solve: Callable, *params) -> Matrix:
         dS = jax.lax.custom_linear_solve(matvec, rhs, lambda mv, b: _cg(mv, b), symmetric=True)
         return S, -dS
 
-    return root(*params)
+    return root(aux, *params)
 
 
 # --------------------------------------------------------------------------------------
@@ -211,7 +215,7 @@ def _grad(S, covs, w, eps, debiased):
     return sym(jax.grad(_objective)(sym(S), covs, w, eps, debiased))
 
 
-def _fixed_point(covs, w, eps, *, debiased: bool, tol: float, max_iter: int) -> Matrix:
+def _fixed_point(covs, w, eps, *, debiased: bool, tol: Array, max_iter: int) -> Matrix:
     def cond(carry):
         _, k, delta = carry
         return (k < max_iter) & (delta > tol)
@@ -229,11 +233,10 @@ def _fixed_point(covs, w, eps, *, debiased: bool, tol: float, max_iter: int) -> 
     return jax.lax.while_loop(cond, body, init)[0]
 
 
-@functools.partial(jax.jit, static_argnames=("debiased", "tol", "max_iter"))
-def _barycenter_cov(
-    covs, w, eps, *, debiased: bool, tol: float, max_iter: int
-) -> tuple[Matrix, Array]:
-    def solve(covs, w, *eps_):
+# tol is traced (a new value reuses the executable); debiased and max_iter are static.
+@functools.partial(jax.jit, static_argnames=("debiased", "max_iter"))
+def _barycenter_cov(covs, w, eps, tol, *, debiased: bool, max_iter: int) -> tuple[Matrix, Array]:
+    def solve(tol, covs, w, *eps_):
         return _fixed_point(
             covs, w, eps_[0] if eps_ else None, debiased=debiased, tol=tol, max_iter=max_iter
         )
@@ -242,7 +245,7 @@ def _barycenter_cov(
         return _grad(S, covs, w, eps_[0] if eps_ else None, debiased)
 
     params = (covs, w) if eps is None else (covs, w, eps)
-    S = sym(_implicit(grad_fn, solve, *params))
+    S = sym(_implicit(grad_fn, solve, tol, *params))
     S = eqx.error_if(
         S,
         ~jnp.all(jnp.isfinite(S)),
@@ -270,9 +273,9 @@ def _barycenter(gaussians, weights, eps, *, debiased, tol, max_iter) -> Gaussian
     means, covs, w = _check_inputs(gaussians, weights)
     tol = _default_tol(tol, means.dtype, 0.75)
     max_iter = _check_max_iter(max_iter)
-    S, residual = _barycenter_cov(covs, w, eps, debiased=debiased, tol=tol, max_iter=max_iter)
-    limit = float(np.sqrt(tol))
-    if _checks.is_concrete(residual):
+    S, residual = _barycenter_cov(covs, w, eps, tol, debiased=debiased, max_iter=max_iter)
+    limit = jnp.sqrt(tol)
+    if _checks.is_concrete(residual, limit):
         if not float(residual) <= limit:
             raise ValueError(_NOT_CONVERGED.format(r=f"{float(residual):.3g}"))
     else:
@@ -308,7 +311,8 @@ def bures_barycenter(
             ``(n, d, d)``; ``sum_i w_i A_i`` must be positive definite.
         weights: ``(n,)``, ``>= 0`` with a positive sum (normalised here); ``None`` for
             uniform weights.
-        tol: relative-change tolerance; default ``eps^{3/4}`` of the dtype
+        tol: relative-change tolerance ``> 0`` (traced: a new value does not
+            recompile); default ``eps^{3/4}`` of the dtype
             (``1.8e-12`` in float64, ``6.4e-6`` in float32).
         max_iter: iteration cap (static).
 
@@ -386,7 +390,7 @@ def entropic_barycenter(
         weights: ``(n,)``, ``>= 0`` with a positive sum, or ``None`` (uniform).
         epsilon: regularisation ``> 0`` (traced: vmap or differentiate it).
         debiased: minimise ``sum_i w_i S_eps(b, mu_i)`` instead.
-        tol: relative-change tolerance; default ``eps^{3/4}`` of the dtype.
+        tol: relative-change tolerance ``> 0`` (traced); default ``eps^{3/4}`` of the dtype.
         max_iter: iteration cap (static).
 
     Returns:

@@ -10,7 +10,9 @@ them over a grid of pairs, either as one double ``jax.vmap`` or in blocks of
 
 from __future__ import annotations
 
+import functools
 import inspect
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -86,6 +88,116 @@ def _reduce(result: Any) -> Array:
 
 def _take(tree, i):
     return jax.tree_util.tree_map(lambda x: x[i] if eqx.is_array(x) else x, tree)
+
+
+# --------------------------------------------------------------------------------------
+# The compile cache of ``_pairwise`` and fresh callables.
+#
+# ``eqx.filter_jit`` keys its cache on the static part of its arguments; a function is
+# static and hashes by identity, so ``pairwise(lambda mu, nu: ..., ...)`` in a loop (a new
+# lambda object each time) would trace and compile on every call, and keep every
+# executable alive. A plain Python function is instead passed as ``_Function``: its code
+# object and globals (static: equal for every lambda made by one expression), and the
+# values its closure and defaults hold, as ``filter_jit`` treats arguments: arrays are
+# traced (a new value reuses the executable), hashable values (floats, ints, strings,
+# functions) are static by value, and mutable or unhashable objects (lists, dicts, ...)
+# static by identity and passed as themselves, so that mutating them inside ``fn`` acts
+# on the caller's object. Tuples and equinox Modules are looked into (their arrays
+# traced). ``functools.partial`` objects likewise, as their function, args and keywords.
+# As with ``jax.jit``, global names are read at trace time.
+# --------------------------------------------------------------------------------------
+class _ById:
+    """Hash and compare an object by identity (a module's globals, a captured list)."""
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __hash__(self):
+        return id(self.obj)
+
+    def __eq__(self, other):
+        return isinstance(other, _ById) and other.obj is self.obj
+
+
+def _is_mutable(x) -> bool:
+    return isinstance(x, (list, dict, set))
+
+
+def _static_leaf(x):
+    if eqx.is_array(x):
+        return x
+    if _is_mutable(x):
+        return _ById(x)
+    try:
+        hash(x)
+    except TypeError:
+        return _ById(x)
+    return x
+
+
+def _freeze(x):
+    """Arrays as they are (traced), other leaves hashable; mutable containers by identity."""
+    if _is_mutable(x):
+        return _ById(x)
+    return jax.tree_util.tree_map(_static_leaf, x, is_leaf=_is_mutable)
+
+
+def _thaw(x):
+    return jax.tree_util.tree_map(
+        lambda y: y.obj if isinstance(y, _ById) else y, x, is_leaf=lambda y: isinstance(y, _ById)
+    )
+
+
+class _Function(eqx.Module):
+    """A plain Python function as static code and globals, and its captured values."""
+
+    code: types.CodeType = eqx.field(static=True)
+    globals: _ById = eqx.field(static=True)
+    name: str = eqx.field(static=True)
+    cells: tuple
+    defaults: Any
+    kwdefaults: Any
+
+    def __call__(self, *args, **kw):
+        closure = tuple(types.CellType(c) for c in _thaw(self.cells)) or None
+        f = types.FunctionType(
+            self.code, self.globals.obj, self.name, _thaw(self.defaults), closure
+        )
+        f.__kwdefaults__ = _thaw(self.kwdefaults)
+        return f(*args, **kw)
+
+
+class _Partial(eqx.Module):
+    """A ``functools.partial`` as its function, args and keywords."""
+
+    func: Any
+    args: tuple
+    keywords: dict
+
+    def __call__(self, *args, **kw):
+        return self.func(*_thaw(self.args), *args, **{**_thaw(self.keywords), **kw})
+
+
+def _traceable(fn: Callable) -> Callable:
+    """``fn`` in a form whose ``filter_jit`` cache key does not depend on its identity."""
+    if type(fn) is functools.partial:
+        keywords = {k: _freeze(v) for k, v in fn.keywords.items()}
+        return _Partial(_traceable(fn.func), tuple(_freeze(a) for a in fn.args), keywords)
+    if not isinstance(fn, types.FunctionType):
+        return fn  # builtins, jitted functions, Modules, bound methods: stable already
+    try:
+        cells = tuple(_freeze(c.cell_contents) for c in fn.__closure__ or ())
+    except ValueError:  # an empty cell (a name assigned after the function was made)
+        return fn
+    kwdefaults = None if fn.__kwdefaults__ is None else dict(fn.__kwdefaults__)
+    return _Function(
+        fn.__code__,
+        _ById(fn.__globals__),
+        fn.__name__,
+        cells,
+        _freeze(fn.__defaults__),
+        None if kwdefaults is None else {k: _freeze(v) for k, v in kwdefaults.items()},
+    )
 
 
 @eqx.filter_jit
@@ -192,4 +304,5 @@ def pairwise(
         else (jnp.asarray(v, dtype=dtype) if isinstance(v, float) else v)
         for k, v in kw.items()
     }
-    return _pairwise(fn, mus, nus, None if batch_size is None else int(batch_size), kw)
+    bs = None if batch_size is None else int(batch_size)
+    return _pairwise(_traceable(fn), mus, nus, bs, kw)

@@ -109,8 +109,13 @@ class SchrodingerBridge(eqx.Module):
 
 def check_problem(
     eta: Gaussian, mu: Gaussian, kernel: LinearGaussianKernel, *, eta_definite: bool = False
-) -> None:
+) -> tuple[Gaussian, Gaussian, LinearGaussianKernel]:
     """Shapes of a bridge problem agree; ``tau`` (and ``mu.cov``) positive definite.
+
+    Returns:
+        ``(eta, mu, kernel)``: traced arguments wrapped in their run-time checks
+        (``eqx.error_if``) inside ``gj.checks()``, unchanged otherwise. Use the returned
+        values: a check fires only for values the computation depends on.
 
     Raises:
         ValueError: naming the argument and the problem.
@@ -128,6 +133,11 @@ def check_problem(
     _checks.check_cov("mu.cov", mu.cov, definite=True)
     if eta_definite:
         _checks.check_cov("eta.cov", eta.cov, definite=True)
+    return (
+        _checks.check_measure("eta", eta, definite=eta_definite),
+        _checks.check_measure("mu", mu, definite=True),
+        _checks.check_measure("kernel", kernel, definite=True),
+    )
 
 
 def _chol_solve(L: Array, B: Array) -> Array:
@@ -301,5 +311,5 @@ def schrodinger_bridge(
     # Neither is low-rank nor the kernel isotropic (dispatched above).
     eta, mu = cast(Gaussian, eta), cast(Gaussian, mu)
     kernel = cast(LinearGaussianKernel, kernel)
-    check_problem(eta, mu, kernel)
+    eta, mu, kernel = check_problem(eta, mu, kernel)
     return _bridge(eta, mu, kernel)

@@ -70,17 +70,69 @@ def _cov_term_trace(A, B):
     return jnp.trace(A) + jnp.trace(B) - 2.0 * trace_fn(_sqrt, A, B)
 
 
+def _procrustes_svd(A, B):
+    """``(X, Y, P, s, Q^T)``: ``X = A^{1/2}``, ``Y = B^{1/2}`` and the SVD ``Y X = P diag(s) Q^T``.
+
+    The two square roots are one stacked eigendecomposition, the SVD one LAPACK call.
+    """
+    A, B = A + 0.0 * B, B + 0.0 * A  # one batching and sharding, so they stack
+    X, Y = jax.vmap(sqrtm)(jnp.stack([sym(A), sym(B)]))
+    P, s, Qt = jnp.linalg.svd(Y @ X)
+    return X, Y, P, s, Qt
+
+
 def procrustes_residual(A, B):
     """``(X - Y U, U, X)``: ``X = A^{1/2}``, ``Y = B^{1/2}``, ``U`` the polar factor of ``Y X``.
 
     ``||X - Y U||_F^2 = min_U ||A^{1/2} - B^{1/2} U||_F^2`` (module docstring); the two
     square roots are one stacked eigendecomposition, the polar factor one SVD.
     """
-    A, B = A + 0.0 * B, B + 0.0 * A  # one batching and sharding, so they stack
-    X, Y = jax.vmap(sqrtm)(jnp.stack([sym(A), sym(B)]))
-    P, _, Qt = jnp.linalg.svd(Y @ X)
+    X, Y, P, _, Qt = _procrustes_svd(A, B)
     U = P @ Qt
     return X - Y @ U, U, X
+
+
+# --------------------------------------------------------------------------------------
+# Gradient of the covariance term from the Procrustes SVD.
+#
+# grad_A = I - T_A, T_A = B^{1/2} (B^{1/2} A B^{1/2})^{-1/2} B^{1/2} (the Monge map from A
+# to B), and symmetrically grad_B = I - X (X B X)^{-1/2} X. With Y X = P diag(s) Q^T:
+#   Y A Y = (Y X)(Y X)^T = P diag(s^2) P^T,   X B X = (Y X)^T (Y X) = Q diag(s^2) Q^T,
+# so  T_A = (Y P) diag(1/s) (Y P)^T  and  T_B = (X Q) diag(1/s) (X Q)^T.
+# The trace form's rule (trace_fn of sqrt) takes 1/(2 sqrt lam) of the eigenvalues lam of
+# F^T A F, whose condition number is kappa_A kappa_B: in float32 at kappa_A = kappa_B =
+# 1e6 the smallest (1e-12 relative) is below round-off, is clipped to 0, and the gradient
+# is inf * 0 = NaN. The singular values s = lam^{1/2} of Y X are resolved to eps s_max,
+# i.e. relative error eps (kappa_A kappa_B)^{1/2} at the smallest: the square root of the
+# trace form's. A singular value below that floor (a pair singular to working precision)
+# carries no information; it is raised to eps s_max, the exact value for a pair within
+# the SVD's backward error, so the gradient stays finite. Exactly singular pairs
+# (s_max = 0: a Dirac) keep the non-finite gradient of a non-differentiable W2^2.
+#
+# Higher orders: the tangent of (grad_A, grad_B) is that of the trace form's gradient
+# (trace_fn's exact rules), as before.
+# --------------------------------------------------------------------------------------
+def _trace_form_grads(A, B):
+    return jax.grad(_cov_term_trace, argnums=(0, 1))(A, B)
+
+
+@jax.custom_jvp
+def _cov_term_grads(A, B):
+    X, Y, P, s, Qt = _procrustes_svd(A, B)
+    floor = jnp.finfo(s.dtype).eps * s[0]  # s is descending
+    r = jax.lax.rsqrt(jnp.maximum(s, floor))
+    eye = jnp.eye(A.shape[-1], dtype=A.dtype)
+    ZA, ZB = Y @ P * r, X @ Qt.T * r
+    return sym(eye - ZA @ ZA.T), sym(eye - ZB @ ZB.T)
+
+
+@_cov_term_grads.defjvp
+def _cov_term_grads_jvp(primals, tangents):
+    # optimization_barrier orders the SVD stage before the trace form's stacked LAPACK
+    # calls (see linalg._trace_fn_jvp on concurrent batched LAPACK calls on a small CPU).
+    grads = _cov_term_grads(*primals)
+    grads, primals = jax.lax.optimization_barrier((grads, primals))
+    return grads, jax.jvp(_trace_form_grads, primals, tangents)[1]
 
 
 @jax.custom_jvp
@@ -91,16 +143,13 @@ def _cov_term(A, B):
 
 @_cov_term.defjvp
 def _cov_term_jvp(primals, tangents):
-    # Value: the sum of squares. Tangent: the exact rule of the trace form, which has the
-    # same value in exact arithmetic (so the same derivatives at every order), i.e.
-    # grad_A = I - B^{1/2} (B^{1/2} A B^{1/2})^{-1/2} B^{1/2} and symmetrically for B.
-    # optimization_barrier orders the two stacked LAPACK stages (see linalg._trace_fn_jvp
-    # on concurrent batched LAPACK calls on a small CPU).
-    A, B = primals
-    value = _cov_term(A, B)
-    value, A, B = jax.lax.optimization_barrier((value, A, B))
-    _, dvalue = jax.jvp(_cov_term_trace, (A, B), tangents)
-    return value, dvalue
+    # Value: the sum of squares. Tangent: the gradient of the trace form, which has the
+    # same value in exact arithmetic (so the same derivatives at every order),
+    # grad_A = I - B^{1/2} (B^{1/2} A B^{1/2})^{-1/2} B^{1/2} and symmetrically for B,
+    # evaluated from the same SVD (above); its own derivatives are the trace form's.
+    (A, B), (dA, dB) = primals, tangents
+    gA, gB = _cov_term_grads(A, B)
+    return _cov_term(A, B), jnp.sum(gA * dA) + jnp.sum(gB * dB)
 
 
 def _cov_term_2x2(A, B):

@@ -188,7 +188,7 @@ def _check_scalar(name: str, x) -> None:
         raise ValueError(f"{name} must be a scalar, got shape {jnp.shape(x)}")
 
 
-def _check_sde_arrays(M, c, G) -> None:
+def _check_sde_arrays(M, c, G) -> tuple[Array, Array, Array]:
     _checks.check_square("M", M)
     d = M.shape[-1]
     if M.ndim != 2:
@@ -197,8 +197,8 @@ def _check_sde_arrays(M, c, G) -> None:
         raise ValueError(f"c must have shape ({d},) to match M {M.shape}, got {jnp.shape(c)}")
     if jnp.ndim(G) != 2 or jnp.shape(G)[0] != d:
         raise ValueError(f"G must have shape ({d}, m) to match M {M.shape}, got {jnp.shape(G)}")
-    for name, x in (("M", M), ("c", c), ("G", G)):
-        _checks.check_finite(name, x)
+    M, c, G = (_checks.check_finite(name, x) for name, x in (("M", M), ("c", c), ("G", G)))
+    return M, c, G
 
 
 def _check_dim(d) -> int:
@@ -234,8 +234,8 @@ def brownian_kernel(d: int, T, *, sigma=1.0) -> LinearGaussianKernel:
     T, sigma = _checks.common_float(T, sigma)
     _check_scalar("T", T)
     _check_scalar("sigma", sigma)
-    _checks.check_positive("T", T)
-    _checks.check_positive("sigma", sigma)
+    T = _checks.check_positive("T", T)
+    sigma = _checks.check_positive("sigma", sigma)
     eye = jnp.eye(d, dtype=T.dtype)
     return LinearGaussianKernel(jnp.zeros(d, T.dtype), eye, sigma**2 * T * eye, validate=False)
 
@@ -276,10 +276,10 @@ def ou_kernel(d: int, T, theta, sigma, *, mean=0.0) -> LinearGaussianKernel:
         _check_scalar(name, x)
     if jnp.ndim(mean) not in (0, 1) or (jnp.ndim(mean) == 1 and mean.shape != (d,)):
         raise ValueError(f"mean must be a scalar or have shape ({d},), got {jnp.shape(mean)}")
-    _checks.check_positive("T", T)
-    _checks.check_finite("theta", theta)
-    _checks.check_positive("sigma", sigma)
-    _checks.check_finite("mean", mean)
+    T = _checks.check_positive("T", T)
+    theta = _checks.check_finite("theta", theta)
+    sigma = _checks.check_positive("sigma", sigma)
+    mean = _checks.check_finite("mean", mean)
     eye = jnp.eye(d, dtype=T.dtype)
     decay = jnp.exp(-theta * T)
     alpha = -jnp.expm1(-theta * T) * jnp.broadcast_to(mean, (d,))
@@ -321,9 +321,9 @@ def linear_sde_kernel(
         0.333333
     """
     M, c, G, T = _checks.common_float(M, c, G, T)
-    _check_sde_arrays(M, c, G)
+    M, c, G = _check_sde_arrays(M, c, G)
     _check_scalar("T", T)
-    _checks.check_positive("T", T)
+    T = _checks.check_positive("T", T)
     alpha, beta, tau = _transition(M, c, sym(G @ G.T), T)
     return LinearGaussianKernel(alpha, beta, tau, validate=False)
 
@@ -355,8 +355,7 @@ class LinearSDE(eqx.Module):
 
     def __init__(self, M, c, G):
         M, c, G = _checks.common_float(M, c, G)
-        _check_sde_arrays(M, c, G)
-        self.M, self.c, self.G = M, c, G
+        self.M, self.c, self.G = _check_sde_arrays(M, c, G)
 
     @classmethod
     def brownian(cls, d: int, *, sigma=1.0) -> LinearSDE:
@@ -364,7 +363,7 @@ class LinearSDE(eqx.Module):
         d = _check_dim(d)
         (sigma,) = _checks.common_float(sigma)
         _check_scalar("sigma", sigma)
-        _checks.check_positive("sigma", sigma)
+        sigma = _checks.check_positive("sigma", sigma)
         eye = jnp.eye(d, dtype=sigma.dtype)
         return cls(jnp.zeros_like(eye), jnp.zeros(d, sigma.dtype), sigma * eye)
 
@@ -377,8 +376,9 @@ class LinearSDE(eqx.Module):
         _check_scalar("sigma", sigma)
         if jnp.ndim(mean) not in (0, 1) or (jnp.ndim(mean) == 1 and mean.shape != (d,)):
             raise ValueError(f"mean must be a scalar or have shape ({d},), got {mean.shape}")
-        _checks.check_finite("theta", theta)
-        _checks.check_positive("sigma", sigma)
+        theta = _checks.check_finite("theta", theta)
+        sigma = _checks.check_positive("sigma", sigma)
+        mean = _checks.check_finite("mean", mean)
         eye = jnp.eye(d, dtype=theta.dtype)
         return cls(-theta * eye, theta * jnp.broadcast_to(mean, (d,)), sigma * eye)
 
@@ -401,8 +401,11 @@ class LinearSDE(eqx.Module):
         s, t = _checks.common_float(s, t)
         _check_scalar("s", s)
         _check_scalar("t", t)
-        if _checks.is_concrete(s, t) and not float(t) > float(s):
-            raise ValueError(f"need s < t, got s={float(s)}, t={float(t)}")
+        if _checks.is_concrete(s, t):
+            if not float(t) > float(s):
+                raise ValueError(f"need s < t, got s={float(s)}, t={float(t)}")
+        elif _checks.traced_checks():
+            t = eqx.error_if(t, ~(t > s), "need s < t")
         return self.kernel(t - s)
 
 
@@ -414,29 +417,44 @@ def _check_sde(sde) -> None:
         raise ValueError(f"sde must be a LinearSDE, got {type(sde).__name__}")
 
 
-def _check_times(t, T, *, t_name: str = "t") -> None:
+def _check_times(t, T, *, t_name: str = "t") -> tuple[Array, Array]:
+    """``(t, T)``: ``T > 0``, ``t`` finite in ``[0, T]`` (traced: under ``gj.checks()``)."""
     _check_scalar("T", T)
-    _checks.check_positive("T", T)
+    T = _checks.check_positive("T", T)
     if _checks.is_concrete(t, T):
         tt = np.asarray(t)
         if not np.all(np.isfinite(tt)):
             raise ValueError(f"{t_name} contains NaN or inf")
         if np.any(tt < 0) or np.any(tt > float(T)):
             raise ValueError(f"{t_name} must lie in [0, T] = [0, {float(T)}], got {tt}")
+    elif _checks.traced_checks():
+        bad = ~jnp.all(jnp.isfinite(t) & (t >= 0) & (t <= T))
+        t = eqx.error_if(t, bad, f"{t_name} must lie in [0, T] (and be finite)")
+    return t, T
 
 
-def _check_pinnable(sde: LinearSDE, T) -> None:
-    """The bridge needs ``tau_T`` positive definite (concrete inputs only)."""
-    if _checks.is_concrete(sde, T):
-        _, _, tau = _transition(sde.M, sde.c, sde.diffusion, T)
-        try:
-            _checks.check_cov("tau_T", tau, definite=True)
-        except ValueError as err:
-            raise ValueError(
+def _check_pinnable(sde: LinearSDE, T) -> Array:
+    """``T``; the bridge needs ``tau_T`` positive definite (traced: under ``gj.checks()``)."""
+    if not _checks.is_concrete(sde, T):
+        if _checks.traced_checks():
+            _, _, tau = _transition(sde.M, sde.c, sde.diffusion, T)
+            T = eqx.error_if(
+                T,
+                _checks.not_definite(tau),
                 "the reference transition covariance tau_T is not positive definite, so "
-                "X_0 and X_T cannot be pinned (make G G^T nonsingular or (M, G) "
-                f"controllable): {err}"
-            ) from None
+                "X_0 and X_T cannot be pinned",
+            )
+        return T
+    _, _, tau = _transition(sde.M, sde.c, sde.diffusion, T)
+    try:
+        _checks.check_cov("tau_T", tau, definite=True)
+    except ValueError as err:
+        raise ValueError(
+            "the reference transition covariance tau_T is not positive definite, so "
+            "X_0 and X_T cannot be pinned (make G G^T nonsingular or (M, G) "
+            f"controllable): {err}"
+        ) from None
+    return T
 
 
 def _check_plan(plan, d: int) -> None:
@@ -476,8 +494,8 @@ def pinned_kernel(sde: LinearSDE, t, T) -> LinearGaussianKernel:
     dtype = jnp.result_type(sde.M)
     t, T = jnp.asarray(t, dtype), jnp.asarray(T, dtype)
     _check_scalar("t", t)
-    _check_times(t, T)
-    _check_pinnable(sde, T)
+    t, T = _check_times(t, T)
+    T = _check_pinnable(sde, T)
     u, B, Sigma = _pinned(sde.M, sde.c, sde.diffusion, t, T)
     return LinearGaussianKernel(u, B, Sigma, validate=False)
 
@@ -514,6 +532,7 @@ def bridge_marginal(sde: LinearSDE, plan: Gaussian, t, T) -> Gaussian:
     """
     _check_sde(sde)
     _check_plan(plan, sde.dim)
+    plan = _checks.check_measure("plan", plan)
     return pinned_kernel(sde, t, T).pushforward(plan)
 
 
@@ -550,10 +569,14 @@ def sample_bridge_paths(
     times = jnp.asarray(times, dtype)
     if times.ndim != 1 or times.shape[0] < 1:
         raise ValueError(f"times must have shape (k,) with k >= 1, got {times.shape}")
-    _check_times(times, T, t_name="times")
+    times, T = _check_times(times, T, t_name="times")
     if _checks.is_concrete(times) and np.any(np.diff(np.asarray(times)) <= 0):
         raise ValueError(f"times must be strictly increasing, got {np.asarray(times)}")
-    _check_pinnable(sde, T)
+    times = _checks.require(
+        times, lambda x: jnp.any(jnp.diff(x) <= 0), "times must be strictly increasing", eager=False
+    )
+    T = _check_pinnable(sde, T)
+    plan = _checks.check_measure("plan", plan)
 
     mean, cov = jnp.asarray(plan.mean, dtype), jnp.asarray(plan.cov, dtype)
     return _sample_paths(key, sde.M, sde.c, sde.diffusion, mean, cov, T, times, n)

@@ -206,7 +206,7 @@ def gaussian_sinkhorn(
     num_iters = _check_num_iters(num_iters)
     if method not in _METHODS:
         raise ValueError(f"method must be 'bayes' or 'riccati', got {method!r}")
-    check_problem(eta, mu, kernel, eta_definite=True)
+    eta, mu, kernel = check_problem(eta, mu, kernel, eta_definite=True)
     if method == "riccati":
         _check_riccati(eta, kernel)
         forward, backward = _riccati_scan(eta, mu, kernel, num_iters)
@@ -332,7 +332,7 @@ def sinkhorn_fixed_point(
         ValueError: as :func:`gaussian_sinkhorn`.
     """
     num_iters = _check_num_iters(num_iters)
-    check_problem(eta, mu, kernel, eta_definite=True)
+    eta, mu, kernel = check_problem(eta, mu, kernel, eta_definite=True)
     S1, S2 = eta.cov, mu.cov
     W = reference_weight(kernel)
 

@@ -88,3 +88,23 @@ def assert_close(actual, expected, tol=1e-9):
     expected = np.asarray(expected)
     scale = max(1.0, np.abs(expected).max())
     np.testing.assert_allclose(np.asarray(actual), expected, rtol=tol, atol=tol * scale)
+
+
+class CompileCounter:
+    """Counts XLA compilations (jax.monitoring's backend-compile event) inside a block."""
+
+    EVENT = "/jax/core/compile/backend_compile_duration"
+
+    def __init__(self):
+        self.count = 0
+
+    def __call__(self, event, duration, **kw):
+        if event == self.EVENT:
+            self.count += 1
+
+    def __enter__(self):
+        jax.monitoring.register_event_duration_secs_listener(self)
+        return self
+
+    def __exit__(self, *exc):
+        jax.monitoring.unregister_event_duration_listener(self)

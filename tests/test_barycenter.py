@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.optimize
-from conftest import random_spd
+from conftest import CompileCounter, random_spd
 
 import gaussot_jax as gj
 from gaussot_jax.barycenter import _Q
@@ -262,3 +262,17 @@ def test_bad_inputs(problem):
     singular = gj.Gaussian(np.zeros((2, 2)), np.zeros((2, 2, 2)))
     with pytest.raises(ValueError, match="positive definite"):
         gj.bures_barycenter(singular, None)
+
+
+def test_tol_is_traced_no_recompile(rng):
+    # tol was a static jit argument: one trace and compile per distinct value. Now traced.
+    g = gj.Gaussian(rng.normal(size=(3, 2)), np.stack([random_spd(rng, 2, 5.0) for _ in range(3)]))
+    first = gj.bures_barycenter(g, tol=1e-6)
+    with CompileCounter() as counter:
+        outs = [gj.bures_barycenter(g, tol=t) for t in (1e-8, 1e-10, 1e-12)]
+    assert counter.count == 0, counter.count
+    # a smaller tol still iterates further: residuals <= the relative change bound
+    for t, b in zip((1e-6, 1e-8, 1e-10, 1e-12), (first, *outs)):
+        assert float(gj.bures_barycenter_residual(g, None, b)) <= np.sqrt(t)
+    with pytest.raises(ValueError, match="tol must be > 0"):
+        gj.bures_barycenter(g, tol=0.0)

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import random_spd
+from conftest import CompileCounter, random_spd
 
 import gaussot_jax as gj
 
@@ -166,3 +166,51 @@ def test_sharded_equals_single_device(tmp_path):
     )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "SHARDED_OK" in res.stdout
+
+
+def test_fresh_callables_do_not_recompile(batches):
+    # A new lambda (or functools.partial) object per call, with the same code: the
+    # compile cache is keyed on code and captured values, not on the object's identity
+    # (before: one trace and one XLA compile per call, and every executable kept alive).
+    import functools
+
+    mus, nus = batches
+    eps = 0.3  # a static float in the closure
+    shifts = [jnp.asarray(float(k)) for k in range(4)]  # traced arrays in the closure
+    ref = np.asarray(gj.pairwise(gj.entropic_ot, mus, nus, epsilon=0.3))
+    traces = []  # a mutable capture: mutated in place, not copied
+
+    def make(shift):
+        def cost(mu, nu):
+            traces.append(1)  # runs only when the body is traced
+            return gj.entropic_ot(mu, nu, eps).cost + shift
+
+        return cost
+
+    def fresh_partial():
+        return functools.partial(
+            lambda mu, nu, epsilon: gj.entropic_ot(mu, nu, epsilon), epsilon=eps
+        )
+
+    gj.pairwise(make(shifts[0]), mus, nus)  # warm-up: one trace, one compile
+    gj.pairwise(fresh_partial(), mus, nus)
+    outs = []
+    with CompileCounter() as counter:
+        for shift in shifts[1:]:
+            outs.append(gj.pairwise(make(shift), mus, nus))  # new closure, new array value
+        for _ in range(3):
+            outs.append(gj.pairwise(fresh_partial(), mus, nus))
+    assert counter.count == 0, counter.count
+    assert len(traces) == 1
+    for k, out in enumerate(outs[:3], start=1):
+        np.testing.assert_allclose(out, ref + k, rtol=1e-12)  # no stale trace
+    for out in outs[3:]:
+        np.testing.assert_allclose(out, ref, rtol=1e-12)
+    # A different captured float is a different static value: a new trace, right result.
+    eps = 0.7
+    np.testing.assert_allclose(
+        gj.pairwise(make(shifts[0]), mus, nus),
+        gj.pairwise(gj.entropic_ot, mus, nus, epsilon=0.7),
+        rtol=1e-12,
+    )
+    assert len(traces) == 2

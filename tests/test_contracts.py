@@ -195,6 +195,17 @@ _MU = gj.Gaussian(np.zeros(2), _I2)
 _NU = gj.Gaussian(np.ones(2), 2.0 * _I2)
 _A = gj.ScaledGaussian(1.0, np.zeros(2), _I2)
 _MUS = gj.Gaussian(np.zeros((3, 2)), np.stack([_I2] * 3))
+_SDE = gj.LinearSDE.brownian(2)
+_PLAN = gj.Gaussian(np.zeros(4), np.eye(4))
+
+
+def _kernel(tau):
+    return gj.LinearGaussianKernel(np.zeros(2), _I2, tau, validate=False)
+
+
+def _gauss(S):
+    return gj.Gaussian(np.ones(2), S, validate=False)
+
 
 # Value problems: (name, function of one array argument, bad value, message pattern).
 # Each is checked eagerly (ValueError) and under jit inside gj.checks() (run-time error).
@@ -301,6 +312,101 @@ VALUE_CASES = [
     ),
     ("gaussian-cov", lambda S: gj.Gaussian(np.zeros(2), S).cov, -_I2, "cov is not positive"),
     ("gaussian-mean", lambda m: gj.Gaussian(m, _I2).mean, np.array([np.nan, 0.0]), "mean"),
+    # Schrödinger bridges, Gaussian Sinkhorn and SDE references (bridge.py, sinkhorn.py,
+    # sde.py): before, their traced values were checked by calls whose result was
+    # dropped, so under jit inside gj.checks() a bad value passed silently.
+    (
+        "bridge-kernel-tau",
+        lambda tau: gj.schrodinger_bridge(_MU, _NU, _kernel(tau)).plan.cov,
+        np.diag([1.0, 0.0]),
+        r"kernel\.tau must be positive definite",
+    ),
+    (
+        "bridge-mu-cov",
+        lambda S: gj.schrodinger_bridge(_MU, _gauss(S), _kernel(_I2)).plan.cov,
+        -_I2,
+        r"mu\.cov must be positive definite",
+    ),
+    (
+        "bridge-eta-mean",
+        lambda m: gj.schrodinger_bridge(gj.Gaussian(m, _I2), _NU, _kernel(_I2)).plan.mean,
+        np.array([np.nan, 0.0]),
+        r"mean contains NaN",
+    ),
+    (
+        "sinkhorn-eta-cov",
+        lambda S: gj.gaussian_sinkhorn(_gauss(S), _NU, _kernel(_I2), 3).forward.tau,
+        np.diag([1.0, 0.0]),
+        r"eta\.cov must be positive definite",
+    ),
+    (
+        "sinkhorn-riccati-tau",
+        lambda tau: gj.gaussian_sinkhorn(_MU, _NU, _kernel(tau), 3, method="riccati").forward.tau,
+        -_I2,
+        r"kernel\.tau must be positive definite",
+    ),
+    (
+        "sinkhorn-fixed-point-mu",
+        lambda S: gj.sinkhorn_fixed_point(_MU, _gauss(S), _kernel(_I2), 3).tau,
+        np.array([[1.0, 2.0], [2.0, 1.0]]),
+        r"mu\.cov must be positive definite",
+    ),
+    ("brownian-T", lambda T: gj.brownian_kernel(2, T).tau, 0.0, "T must be > 0"),
+    ("brownian-sigma", lambda s: gj.brownian_kernel(2, 1.0, sigma=s).tau, -1.0, "sigma must be"),
+    ("ou-sigma", lambda s: gj.ou_kernel(2, 1.0, 0.5, s).tau, -1.0, "sigma must be > 0"),
+    ("ou-theta", lambda th: gj.ou_kernel(2, 1.0, th, 1.0).tau, np.nan, "theta contains NaN"),
+    ("ou-T", lambda T: gj.ou_kernel(2, T, 0.5, 1.0).tau, -1.0, "T must be > 0"),
+    (
+        "linear-sde-T",
+        lambda T: gj.linear_sde_kernel(-_I2, np.zeros(2), _I2, T).tau,
+        -1.0,
+        "T must be > 0",
+    ),
+    (
+        "linear-sde-M",
+        lambda M: gj.linear_sde_kernel(M, np.zeros(2), _I2, 1.0).tau,
+        np.array([[np.nan, 0.0], [0.0, 1.0]]),
+        "M contains NaN",
+    ),
+    (
+        "sde-ou-sigma",
+        lambda s: gj.LinearSDE.ornstein_uhlenbeck(2, 1.0, s).kernel(1.0).tau,
+        0.0,
+        "sigma must be > 0",
+    ),
+    ("pinned-t", lambda t: gj.pinned_kernel(_SDE, t, 1.0).tau, 2.0, r"t must lie in \[0, T\]"),
+    (
+        "pinned-t-nan",
+        lambda t: gj.pinned_kernel(_SDE, t, 1.0).tau,
+        np.nan,
+        r"t (contains NaN|must lie in \[0, T\])",
+    ),
+    ("pinned-T", lambda T: gj.pinned_kernel(_SDE, 0.5, T).tau, -1.0, "T must be > 0"),
+    (
+        "pinned-tau-singular",
+        lambda G: gj.pinned_kernel(gj.LinearSDE(-_I2, np.zeros(2), G), 0.5, 1.0).tau,
+        np.zeros((2, 2)),
+        "tau_T is not positive definite",
+    ),
+    ("transition-order", lambda t: _SDE.transition(1.0, t).tau, 0.5, "need s < t"),
+    (
+        "bridge-paths-times",
+        lambda ts: gj.sample_bridge_paths(jax.random.PRNGKey(0), _SDE, _PLAN, 1.0, ts, 2),
+        np.array([0.5, 0.2]),
+        "times must be strictly increasing",
+    ),
+    (
+        "bridge-paths-range",
+        lambda ts: gj.sample_bridge_paths(jax.random.PRNGKey(0), _SDE, _PLAN, 1.0, ts, 2),
+        np.array([0.5, 1.5]),
+        r"times must lie in \[0, T\]",
+    ),
+    (
+        "bridge-marginal-T",
+        lambda T: gj.bridge_marginal(_SDE, _PLAN, 0.5, T).cov,
+        0.0,
+        "T must be > 0",
+    ),
 ]
 
 

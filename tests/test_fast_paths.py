@@ -157,7 +157,12 @@ def test_small_cholesky_semidefinite(rng):
     A = _rank_deficient(rng, 5, 2)
     F = np.asarray(linalg._psd_factor(jnp.asarray(A)))
     assert np.all(np.isfinite(F))
-    np.testing.assert_allclose(F @ F.T, A, atol=1e-13 * np.trace(A))
+    # F F^T = A + delta I + E: the shift delta = d eps Tr A and Cholesky's backward error
+    # ||E||_2 <= p eps ||A + delta I||_2 (p as for eigh, conftest; Golub & Van Loan Thm 4.2.6
+    # has 3 d eps), so ||F F^T - A||_max <= (d + p) eps Tr A (with ||A||_2 <= Tr A).
+    d, e64 = A.shape[-1], float(np.finfo(np.float64).eps)
+    p = eig_backward_error(d, np.float64) / e64
+    np.testing.assert_allclose(F @ F.T, A, atol=(d + 1.01 * p) * e64 * np.trace(A))
 
 
 @pytest.mark.parametrize("d", [2, 4])
@@ -166,9 +171,21 @@ def test_jit_vmap_batched_matches_loop(rng, d):
     B = np.stack([random_spd(rng, d, 1e3) for _ in range(5)])
     batched = jax.jit(jax.vmap(lambda A, B: gj.trace_fn(jnp.sqrt, A, B)))(A, B)
     loop = [float(trace_fn_ld(np.sqrt, a, b)) for a, b in zip(A, B)]
-    np.testing.assert_allclose(batched, loop, rtol=1e-13)
-    X = jax.jit(jax.vmap(gj.sqrtm))(jnp.asarray(A))
-    np.testing.assert_allclose(X @ X, A, atol=1e-13)
+    # Tr M^{1/2}, M = F^T B F: the eigenvalues move by <= p eps ||M||_2 (Weyl, backward
+    # error p eps; forming M adds d eps ||M||), each sqrt(lam_i) by that / (2 lam_i^{1/2}).
+    for a, b, val, ref in zip(A, B, np.asarray(batched), loop):
+        lam = np.linalg.eigvalsh(np.linalg.cholesky(a).T @ b @ np.linalg.cholesky(a))
+        p = eig_backward_error(d, np.float64) + d * np.finfo(np.float64).eps
+        assert abs(val - ref) <= np.sum(p * lam[-1] / (2.0 * np.sqrt(lam))), (val, ref)
+    X = np.asarray(jax.jit(jax.vmap(gj.sqrtm))(jnp.asarray(A)))
+    # A residual, not a forward error (no condition number): X = V diag(w^{1/2}) V^T with
+    # (w, V) exact for S + E, ||E|| <= p eps ||S||, and V^T V = I to p eps, so
+    # X^2 = V diag(w) V^T + O(p eps ||S||) = S + E + O(p eps ||S||), and forming the two
+    # products adds 2 d eps: ||X^2 - S||_2 <= (2 p + 2 d eps) ||S||_2.
+    for x, a in zip(X, A):
+        e2 = np.linalg.norm(x @ x - a, 2) / np.linalg.norm(a, 2)
+        p = eig_backward_error(d, np.float64)
+        assert e2 <= 2 * p + 2 * d * np.finfo(np.float64).eps, e2
 
 
 def test_entropic_and_bures_use_fast_paths_accurately(rng):

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.linalg as sl
-from conftest import random_spd
+from conftest import eig_backward_error, random_spd
 
 import gaussot_jax as gj
 from gaussot_jax import _checks, linalg
@@ -207,6 +207,48 @@ def test_w2_2x2_singular_and_dirac():
     gB = jax.grad(_cov_term_2x2, argnums=1)(jnp.diag(jnp.array([1.0, 0.0])), jnp.asarray(B))
     np.testing.assert_allclose(gB, np.diag([1.0 - 1.0 / np.sqrt(2.0), 1.0]), atol=1e-15)
     assert float(_cov_term_2x2(jnp.zeros((2, 2)), jnp.zeros((2, 2)))) == 0.0
+
+
+def _w2_grad_tol(A, B, d):
+    """First-order bound on ||grad_32 - grad_64||_2 / ||T||_2 for the W2^2 gradient I - T.
+
+    T_A = A^{-1} # B (geometric mean) is monotone in each argument, and (c P) # Q =
+    c^{1/2} P # Q. The eigendecompositions of A and B are exact for A + E_A, B + E_B with
+    ||E|| <= p eps ||.|| (conftest.eig_backward_error), i.e. (1 - dA) A <= A + E_A <=
+    (1 + dA) A, dA = p eps kappa_A; the SVD of Y X is exact for Y X + F, ||F|| <= p eps
+    ||Y|| ||X||, which perturbs X B X relatively by 2 p eps (kappa_A kappa_B)^{1/2}. So
+    T_hat lies between T sqrt((1 -+ dB) / (1 +- dA')), dA' = p eps (kappa_A + 2 (kappa_A
+    kappa_B)^{1/2}): to first order ||T_hat - T|| <= (dA' + dB) / 2 ||T||, plus (d + 2) eps
+    for forming (Y P) diag(1/s) (Y P)^T.
+    """
+    p = eig_backward_error(d, np.float32)
+    kA, kB = (np.linalg.cond(M) for M in (A, B))
+    return 0.5 * p * (kA + 2.0 * np.sqrt(kA * kB) + kB) + (d + 2) * EPS32
+
+
+@pytest.mark.parametrize("d", [2, 4, 8])
+@pytest.mark.parametrize("cond", [1e4, 1e5, 1e6])
+def test_w2_gradient_float32_ill_conditioned(rng, d, cond):
+    # float32 at kappa >= 1e6: the trace form's rule took 1/(2 lam^{1/2}) of the
+    # eigenvalues lam of B^{1/2} A B^{1/2} (condition number kappa_A kappa_B = 1e12, below
+    # float32 round-off: clipped to 0, inf * 0 = NaN). Now from the SVD of B^{1/2} A^{1/2}.
+    # Reference: float64 gradient (the same rule, exact to 1e-10 here) on the rounded inputs.
+    f = lambda A, B: gj.bures_wasserstein2(G(A, A.dtype), G(B, B.dtype))  # noqa: E731
+    pairs = [(random_spd(rng, d, cond), random_spd(rng, d, cond)) for _ in range(2)]
+    S = random_spd(rng, d, cond)
+    pairs.append((S, S))  # A = B: gradient exactly 0 (T = I); old code NaN here
+    for A, B in pairs:
+        A32, B32 = A.astype(np.float32), B.astype(np.float32)
+        A64, B64 = A32.astype(np.float64), B32.astype(np.float64)
+        g32 = jax.grad(f, argnums=(0, 1))(jnp.asarray(A32), jnp.asarray(B32))
+        g64 = jax.grad(f, argnums=(0, 1))(jnp.asarray(A64), jnp.asarray(B64))
+        for k, (x, y) in enumerate(zip(g32, g64)):
+            x, y = np.asarray(x, np.float64), np.asarray(y)
+            assert np.all(np.isfinite(x)), (k, x)
+            T = np.eye(d) - y  # ||T||_2 >= 1 / ||T^{-1}|| and T^{-1} = T_B: scale of T
+            bound = _w2_grad_tol(A64, B64, d) * np.linalg.norm(T, 2)
+            err = np.linalg.norm(x - y, 2)
+            assert err <= bound, (k, err, bound)
 
 
 def test_bures_wasserstein_gradient(rng):
@@ -462,3 +504,81 @@ def test_jacobi_jit_equals_eager():
     ref = np.linalg.eigvalsh(np.asarray(S))
     for w in (_jacobi_eigh(S)[0], jax.jit(_jacobi_eigh)(S)[0]):
         np.testing.assert_allclose(np.asarray(w), ref, rtol=8 * np.finfo(np.float64).eps)
+
+
+# ---------------------------------------------------------------------------------------
+# Gradients at a Dirac (B = 0): the costs are analytic there, the gradients closed forms.
+# ---------------------------------------------------------------------------------------
+def _uot_grad_at_dirac(A, delta, ma, mb, eps, gamma):
+    """d UOT / dB at B = 0 (b = N(., 0)), from the module docstring of unbalanced.py.
+
+    log m = kappa (log ma mb - u^T X^{-1} u / 2) + (1 - kappa)/2 (L(A) + L(B)) - L(A + B)/2
+    + sum_i h(k_i), L(M) = logdet(I + M / lam), k_i the eigenvalues of At Bt. At B = 0:
+    d L(B) = I / lam, d L(A + B) = X^{-1} (X = A + lam I), d(u^T X^{-1} u) = -X^{-1} u u^T
+    X^{-1}, and d sum h(k) = h'(0) d Tr(At Bt) = h'(0) (gamma / (2 lam)) At, with
+    h'(0) = c'(0) (1/(2 lam) - rho / sigma^2), c'(0) = 1 / (tau sigma^2). The cost's
+    derivative in log m is -(2 gamma + eps) m.
+    """
+    d = A.shape[0]
+    lam, sigma2 = 0.5 * (eps + gamma), 0.5 * eps
+    tau, rho = gamma / (gamma + eps), eps / (2.0 * (2.0 * gamma + eps))
+    kappa = (eps + gamma) / (eps + 2.0 * gamma)
+    X = A + lam * np.eye(d)
+    Xi = np.linalg.inv(X)
+    z = Xi @ delta
+    At = 0.5 * gamma * A @ Xi
+    h1 = (1.0 / (tau * sigma2)) * (0.5 / lam - rho / sigma2)
+    dlogm = (
+        0.5 * kappa * np.outer(z, z)
+        + 0.5 * (1.0 - kappa) / lam * np.eye(d)
+        - 0.5 * Xi
+        + h1 * gamma / (2.0 * lam) * At
+    )
+    logdet = np.linalg.slogdet(np.eye(d) + A / lam)[1]
+    logm = kappa * (np.log(ma * mb) - 0.5 * delta @ z) - 0.5 * kappa * logdet
+    return -(2.0 * gamma + eps) * np.exp(logm) * dlogm
+
+
+@pytest.mark.parametrize("d", [1, 2, 4, 8])
+def test_gradients_at_dirac_closed_form(rng, d):
+    # d = 1..3: Jacobi and the unrolled Cholesky; d > 3: LAPACK Cholesky with the shift.
+    # At B = 0 every eigenvalue of AB is 0 and g(lam) = g'(0) lam + O(lam^2), g'(0) =
+    # -4 / (eps (1 + 1)) = -2 / eps, so grad_B Tr g(AB) = A^{1/2} g'(0) A^{1/2}:
+    #   d OT / dB = I - (2/eps) A,   d S_eps / dB = -(2/eps) A   (Tr g(BB) is O(||B||^2)).
+    # Error: the factor F of A (F F^T = A + E, ||E|| <= p eps ||A||, p the eigensolver's
+    # or Cholesky's backward error, conftest) enters as (2/eps) F F^T, plus the rounding of
+    # I - (...): <= p eps (1 + (2/eps) ||A||_2); the unbalanced gradient sums four terms,
+    # each with a backward error p eps kappa(X) relative to its size (X = A + lam I).
+    eps, gamma, ma, mb = 0.5, 1.0, 1.5, 0.7
+    A = random_spd(rng, d, 10.0)
+    a, b = rng.normal(size=d), rng.normal(size=d)
+    Z = jnp.zeros((d, d))
+    p = eig_backward_error(d, np.float64)
+    nA = np.linalg.norm(A, 2)
+    bound = p * (1.0 + 2.0 / eps * nA)
+
+    def ot(A_, B_, a_=a, b_=b):
+        return gj.entropic_ot(gj.Gaussian(a_, A_), gj.Gaussian(b_, B_), eps).cost
+
+    want = np.eye(d) - 2.0 / eps * A
+    gB = jax.grad(ot, argnums=1)(jnp.asarray(A), Z)
+    gA = jax.grad(ot, argnums=0)(Z, jnp.asarray(A))  # the swapped case, A = 0
+    for g in (gB, gA):
+        assert np.all(np.isfinite(g))
+        assert np.abs(np.asarray(g) - want).max() <= bound
+    sd = jax.grad(lambda B_: gj.sinkhorn_divergence(gj.Gaussian(a, A), gj.Gaussian(b, B_), eps))(Z)
+    assert np.abs(np.asarray(sd) + 2.0 / eps * A).max() <= bound
+
+    def uot(A_, B_, a_, b_, ma_, mb_):
+        return gj.unbalanced_entropic_ot(
+            gj.ScaledGaussian(ma_, a_, A_), gj.ScaledGaussian(mb_, b_, B_), eps, gamma
+        ).cost
+
+    want_u = _uot_grad_at_dirac(A, b - a, ma, mb, eps, gamma)
+    X = A + 0.5 * (eps + gamma) * np.eye(d)
+    bound_u = 4.0 * p * np.linalg.cond(X) * max(1.0, np.abs(want_u).max())
+    gu = jax.grad(uot, argnums=1)(jnp.asarray(A), Z, a, b, ma, mb)
+    gu_swapped = jax.grad(uot, argnums=0)(Z, jnp.asarray(A), b, a, mb, ma)
+    for g in (gu, gu_swapped):
+        assert np.all(np.isfinite(g))
+        assert np.abs(np.asarray(g) - want_u).max() <= bound_u
