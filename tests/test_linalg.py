@@ -28,7 +28,13 @@ def test_sqrtm_matches_scipy_across_conditioning(rng, cond):
 def test_inv_sqrtm(rng):
     S = random_spd(rng, 4, 1e3)
     Z = np.asarray(gj.inv_sqrtm(S))
-    np.testing.assert_allclose(Z @ S @ Z, np.eye(4), atol=1e-10)
+    # Z = S^{-1/2} errs relatively by b <= p eps (d^{1/2} kappa / 2 + 1) + d eps (the
+    # Frechet derivative of x^{-1/2} is E_ij / (x_i^{1/2} x_j^{1/2} (x_i^{1/2} + x_j^{1/2})),
+    # <= ||E|| / (2 lambda_min) relative to ||Z||); Z S Z - I = dZ S Z + Z S dZ + dZ S dZ
+    # with ||Z||^2 ||S|| = kappa, so its error is <= (2 b + b^2) kappa.
+    kappa, p = np.linalg.cond(S), eig_backward_error(4, np.float64)
+    b = p * (2.0 * kappa / 2 + 1) + 4 * np.finfo(np.float64).eps
+    np.testing.assert_allclose(Z @ S @ Z, np.eye(4), atol=(2 * b + b * b) * kappa)
 
 
 def test_sqrtm_derivatives_random_and_repeated(rng):
@@ -47,7 +53,11 @@ def test_sqrtm_tangent_solves_sylvester(rng):
         dS = rng.normal(size=(3, 3))
         dS = dS + dS.T
         X, dX = jax.jvp(gj.sqrtm, (S,), (dS,))
-        np.testing.assert_allclose(X @ dX + dX @ X, dS, atol=1e-12)
+        # Residual of a solve in a computed eigenbasis (orthogonal to p eps) plus the
+        # products' rounding: <= (p + 2 d eps) (2 ||X||_2 ||dX||_F + ||dS||_F).
+        p = eig_backward_error(3, np.float64) + 6 * np.finfo(np.float64).eps
+        scale = 2 * np.linalg.norm(X, 2) * np.linalg.norm(dX) + np.linalg.norm(dS)
+        np.testing.assert_allclose(X @ dX + dX @ X, dS, atol=p * scale)
 
 
 def test_hessian_at_identity_matches_finite_differences():
@@ -96,13 +106,22 @@ def test_psd_fn_matches_expm_and_daleckii_krein(rng):
     def neg_exp(w):
         return jnp.exp(-w)
 
-    np.testing.assert_allclose(gj.psd_fn(neg_exp, S), scipy.linalg.expm(-S), atol=1e-13)
+    # |f'| <= 1 on the spectrum, so the backward error E (||E||_F <= d^{1/2} p eps ||S||)
+    # moves exp(-S) by <= ||E||_F (Daleckii–Krein); SciPy's Pade expm errs by ~d eps ||S||.
+    e, nS = np.finfo(np.float64).eps, np.linalg.norm(S, 2)
+    bound = (2.0 * eig_backward_error(4, np.float64) + 20 * 4 * e) * nS
+    np.testing.assert_allclose(gj.psd_fn(neg_exp, S), scipy.linalg.expm(-S), atol=bound)
     check_grads(lambda s: gj.psd_fn(neg_exp, gj.sym(s)), (S,), order=1, modes=["fwd", "rev"])
     # At repeated eigenvalues the first derivative is f'(w) dS, exactly.
     dS = rng.normal(size=(4, 4))
     dS = dS + dS.T
     _, t = jax.jvp(lambda s: gj.psd_fn(neg_exp, s), (2.0 * np.eye(4),), (dS,))
-    np.testing.assert_allclose(t, -np.exp(-2.0) * dS, atol=1e-14)
+    # Exact in exact arithmetic (every divided difference is f'(2)); round-off of the
+    # eigenbasis rotations: <= 2 (p + d eps) e^{-2} ||dS||_F.
+    p = eig_backward_error(4, np.float64) + 4 * np.finfo(np.float64).eps
+    np.testing.assert_allclose(
+        t, -np.exp(-2.0) * dS, atol=2 * p * np.exp(-2.0) * np.linalg.norm(dS)
+    )
 
 
 def _g_entropic(lam, eps):
