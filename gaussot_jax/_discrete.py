@@ -49,12 +49,13 @@ import numpy as np
 from jaxtyping import Array, Bool, Float
 
 from . import _checks
+from ._pretty import Pretty
 from ._simplex import network_simplex
 
 __all__ = ["DiscreteOT", "discrete_ot"]
 
 
-class DiscreteOT(eqx.Module):
+class DiscreteOT(Pretty):
     """Result of :func:`discrete_ot`.
 
     Attributes:

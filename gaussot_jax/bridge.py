@@ -20,12 +20,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, cast, overload
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from . import _checks
+from ._pretty import Pretty
 from .coupling import solve_coupling
 from .gaussians import AffineMap, Gaussian, LinearGaussianKernel, QuadraticPotential
 from .linalg import sqrtm_unchecked as sqrtm
@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # lowrank_bridge imports this module at run time
 __all__ = ["SchrodingerBridge", "check_problem", "reference_weight", "schrodinger_bridge"]
 
 
-class SchrodingerBridge(eqx.Module):
+class SchrodingerBridge(Pretty):
     """Result of :func:`schrodinger_bridge`: the static bridge and everything around it.
 
     Attributes:

@@ -24,10 +24,10 @@ Reductions: [JMPC20] balanced ``W = (2/eps) I``; [REF25] reference with precisio
 
 from __future__ import annotations
 
-import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from ._pretty import Pretty
 from .linalg import psd_fn_unchecked as psd_fn
 from .linalg import sqrtm_unchecked as sqrtm
 from .linalg import sym
@@ -35,7 +35,7 @@ from .linalg import sym
 __all__ = ["Coupling", "isotropic_terms", "solve_coupling"]
 
 
-class Coupling(eqx.Module):
+class Coupling(Pretty):
     """Solution of the core problem (docs/core.md).
 
     Attributes:

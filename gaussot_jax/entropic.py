@@ -28,6 +28,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from . import _checks
+from ._pretty import Pretty
 from .bures import check_pair, procrustes_residual
 from .coupling import isotropic_terms, solve_coupling
 from .gaussians import AffineMap, Gaussian, QuadraticPotential
@@ -41,7 +42,7 @@ if TYPE_CHECKING:  # lowrank imports this module at run time
 __all__ = ["EntropicOT", "correlation_reference", "entropic_ot", "sinkhorn_divergence"]
 
 
-class EntropicOT(eqx.Module):
+class EntropicOT(Pretty):
     """Result of :func:`entropic_ot`: value, plan, dual potentials and entropic map.
 
     Attributes:

@@ -18,12 +18,12 @@ leaves wrapped in ``eqx.error_if`` whatever the switch; messages name the argume
 
 from __future__ import annotations
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from . import _checks
+from ._pretty import Pretty
 from .linalg import sqrtm_unchecked as sqrtm
 from .linalg import sym
 
@@ -73,7 +73,7 @@ def _single(obj, what: str) -> None:
         )
 
 
-class Gaussian(eqx.Module):
+class Gaussian(Pretty):
     r"""The Gaussian measure ``N(mean, cov)`` on ``R^d``.
 
     Args:
@@ -202,7 +202,7 @@ def kl_gaussian(p: Gaussian, q: Gaussian) -> Array:
     return 0.5 * (jnp.sum(M**2) + jnp.sum(z**2) - p.dim + logdet_ratio)
 
 
-class ScaledGaussian(eqx.Module):
+class ScaledGaussian(Pretty):
     r"""The positive measure ``mass * N(mean, cov)`` (for unbalanced OT, [JMPC20]).
 
     Args:
@@ -272,7 +272,7 @@ class ScaledGaussian(eqx.Module):
         return mp * (kl + jnp.log(mp / mq)) - mp + mq
 
 
-class LinearGaussianKernel(eqx.Module):
+class LinearGaussianKernel(Pretty):
     r"""The Markov kernel ``K(x, .) = N(alpha + beta x, tau)`` from ``R^d1`` to ``R^d2``.
 
     Args:
@@ -383,7 +383,7 @@ class LinearGaussianKernel(eqx.Module):
         return LinearGaussianKernel(alpha, gain, sym(S - gain @ self.beta @ S), validate=False)
 
 
-class AffineMap(eqx.Module):
+class AffineMap(Pretty):
     """The map ``x -> matrix @ x + offset`` (transport maps: Monge, entropic).
 
     Attributes:
@@ -410,7 +410,7 @@ class AffineMap(eqx.Module):
         return x @ self.matrix.T + self.offset
 
 
-class QuadraticPotential(eqx.Module):
+class QuadraticPotential(Pretty):
     """The function ``f(x) = 1/2 x^T quad x + lin^T x + const`` (dual potentials).
 
     Attributes:

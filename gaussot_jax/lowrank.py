@@ -65,6 +65,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from . import _checks
+from ._pretty import Pretty
 from .bures import bures_wasserstein2
 from .entropic import EntropicOT, _check_epsilon, entropic_ot, sinkhorn_divergence
 from .gaussians import AffineMap, Gaussian, QuadraticPotential, ScaledGaussian
@@ -93,7 +94,7 @@ MIXED_MAX_DIM = 2048
 """A low-rank/dense pair is computed densely (``to_dense()``) up to this dimension."""
 
 
-class LowRankGaussian(eqx.Module):
+class LowRankGaussian(Pretty):
     r"""``N(mean, factor factor^T + noise I)`` on ``R^d``, stored in ``O(d k)``.
 
     The probabilistic-PCA model (Tipping & Bishop 1999). :func:`gaussot_jax.bures_wasserstein2`,
@@ -229,7 +230,7 @@ class LowRankGaussian(eqx.Module):
         return cls(mean, factor, noise, validate=False)
 
 
-class SubspaceOperator(eqx.Module):
+class SubspaceOperator(Pretty):
     """The ``d x d`` matrix ``basis core basis^T + scalar (I - basis basis^T)``, in ``O(d r)``.
 
     ``basis`` has orthonormal columns; results on :class:`LowRankGaussian` pairs (cross
@@ -322,7 +323,7 @@ def _subspace(basis, core, scalar) -> SubspaceOperator:
     return SubspaceOperator(basis, core, jnp.asarray(scalar))
 
 
-class LowRankAffineMap(eqx.Module):
+class LowRankAffineMap(Pretty):
     """The map ``x -> matrix @ x + offset`` with a factored ``matrix``, ``O(d r)`` per point.
 
     The low-rank counterpart of :class:`gaussot_jax.AffineMap` (entropic and bridge maps).
@@ -347,7 +348,7 @@ class LowRankAffineMap(eqx.Module):
         return AffineMap(self.matrix.to_dense(), self.offset)
 
 
-class LowRankQuadraticPotential(eqx.Module):
+class LowRankQuadraticPotential(Pretty):
     """``f(x) = 1/2 x^T quad x + lin^T x + const`` with a factored Hessian, ``O(d r)`` per point.
 
     The low-rank counterpart of :class:`gaussot_jax.QuadraticPotential` (dual potentials).
@@ -391,7 +392,7 @@ class LowRankQuadraticPotential(eqx.Module):
         )
 
 
-class LowRankPlan(eqx.Module):
+class LowRankPlan(Pretty):
     r"""A Gaussian on ``R^{2d}`` whose covariance blocks share one subspace, in ``O(d r)``.
 
     ``N(mean, Sigma)`` with ``Sigma = (I_2 ⊗ Z) core (I_2 ⊗ Z)^T + scalar ⊗ (I - Z Z^T)``:
@@ -504,7 +505,7 @@ def _plan(mean_x, mean_y, basis, core, scalar) -> LowRankPlan:
     return LowRankPlan(jnp.concatenate([mean_x, mean_y]), basis, core, scalar)
 
 
-class LowRankEntropicOT(eqx.Module):
+class LowRankEntropicOT(Pretty):
     """Result of :func:`lowrank_entropic_ot`: the fields of :class:`gaussot_jax.EntropicOT`.
 
     Factored: no ``d x d`` matrix; ``to_dense()`` on each part gives the dense one.
@@ -547,7 +548,7 @@ class LowRankEntropicOT(eqx.Module):
         return self.transport_map
 
 
-class ScaledLowRankGaussian(eqx.Module):
+class ScaledLowRankGaussian(Pretty):
     r"""The positive measure ``mass * N(mean, factor factor^T + noise I)`` (unbalanced OT).
 
     The low-rank counterpart of :class:`gaussot_jax.ScaledGaussian`:
@@ -603,7 +604,7 @@ class ScaledLowRankGaussian(eqx.Module):
         return ScaledGaussian(self.mass, g.mean, g.cov, validate=False)
 
 
-class LowRankUnbalancedOT(eqx.Module):
+class LowRankUnbalancedOT(Pretty):
     """Result of :func:`lowrank_unbalanced_entropic_ot`: value, mass and plan, factored.
 
     The fields of :class:`gaussot_jax.UnbalancedEntropicOT`, with the plan as a normalised

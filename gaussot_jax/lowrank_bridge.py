@@ -27,12 +27,12 @@ between ``N(alpha + b m1, b^2 S1)`` (low-rank again) and ``mu`` with ``eps = 2 t
 
 from __future__ import annotations
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from . import _checks
+from ._pretty import Pretty
 from .bridge import SchrodingerBridge, _bridge
 from .gaussians import Gaussian, LinearGaussianKernel
 from .lowrank import (
@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 
-class IsotropicGaussianKernel(eqx.Module):
+class IsotropicGaussianKernel(Pretty):
     r"""The Markov kernel ``K(x, .) = N(alpha + beta x, tau I)`` on ``R^d``, stored in ``O(d)``.
 
     ``beta`` and ``tau`` are scalars: Brownian motion ``dX = sigma dW`` over time ``T`` is
@@ -105,7 +105,7 @@ class IsotropicGaussianKernel(eqx.Module):
         return LinearGaussianKernel(self.alpha, self.beta * eye, self.tau * eye, validate=False)
 
 
-class LowRankKernel(eqx.Module):
+class LowRankKernel(Pretty):
     """The kernel ``x -> N(alpha + beta x, tau)`` with factored ``beta`` and ``tau``.
 
     Attributes:
@@ -137,7 +137,7 @@ class LowRankKernel(eqx.Module):
         )
 
 
-class LowRankSchrodingerBridge(eqx.Module):
+class LowRankSchrodingerBridge(Pretty):
     """Result of :func:`lowrank_schrodinger_bridge`: a factored ``SchrodingerBridge``.
 
     ``cross_cov``, ``transport_map`` and ``sample`` are properties/methods, as there.

@@ -26,6 +26,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from . import _checks
 from ._discrete import _check_weights, _epsilon, discrete_ot, weight_tol
+from ._pretty import Pretty
 from .barycenter import bures_barycenter
 from .batching import pairwise
 from .bures import bures_wasserstein2, monge_map
@@ -45,7 +46,7 @@ __all__ = [
 _LOG_2PI = 1.8378770664093453
 
 
-class GaussianMixture(eqx.Module):
+class GaussianMixture(Pretty):
     r"""The mixture ``sum_i weights_i N(means_i, covs_i)`` on ``R^d``.
 
     Args:
@@ -272,7 +273,7 @@ def fit_gmm(
 # --------------------------------------------------------------------------- mixture OT
 
 
-class MixtureOT(eqx.Module):
+class MixtureOT(Pretty):
     """Result of :func:`mixture_ot`: value, component plan, cost matrix, maps.
 
     Attributes:

@@ -50,6 +50,7 @@ from jax.scipy.linalg import cho_factor, cho_solve
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from . import _checks
+from ._pretty import Pretty
 from .gaussians import Gaussian, LinearGaussianKernel
 from .linalg import sqrtm_unchecked as sqrtm
 from .linalg import sym
@@ -328,7 +329,7 @@ def linear_sde_kernel(
     return LinearGaussianKernel(alpha, beta, tau, validate=False)
 
 
-class LinearSDE(eqx.Module):
+class LinearSDE(Pretty):
     r"""The time-homogeneous linear SDE ``dX = (M X + c) dt + G dW`` on ``R^d``.
 
     A reference process for Schrödinger bridges [ADM25, Rmk 2.3]: its transitions are

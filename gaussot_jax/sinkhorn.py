@@ -35,6 +35,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from . import _checks
+from ._pretty import Pretty
 from .bridge import SchrodingerBridge, _bridge, check_problem, reference_weight
 from .gaussians import Gaussian, LinearGaussianKernel
 from .linalg import _eigh_psd, sym
@@ -45,7 +46,7 @@ __all__ = ["SinkhornTrace", "gaussian_sinkhorn", "sinkhorn_fixed_point"]
 _METHODS = ("bayes", "riccati")
 
 
-class SinkhornTrace(eqx.Module):
+class SinkhornTrace(Pretty):
     """Result of :func:`gaussian_sinkhorn`: the trajectory and its error to the bridge.
 
     Attributes:

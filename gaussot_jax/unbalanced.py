@@ -56,7 +56,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
@@ -64,6 +63,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from . import _checks
+from ._pretty import Pretty
 from .coupling import solve_coupling
 from .gaussians import ScaledGaussian
 from .linalg import _eigh_psd, sym
@@ -76,7 +76,7 @@ if TYPE_CHECKING:  # lowrank imports this module at run time
 __all__ = ["UnbalancedEntropicOT", "unbalanced_entropic_ot"]
 
 
-class UnbalancedEntropicOT(eqx.Module):
+class UnbalancedEntropicOT(Pretty):
     """Result of :func:`unbalanced_entropic_ot`: value, plan, marginals and masses.
 
     Attributes:

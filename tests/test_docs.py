@@ -90,3 +90,15 @@ def test_docs_code_runs(page):
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=240
     )
     assert res.returncode == 0, res.stderr[-3000:]
+
+
+def test_result_reprs_show_small_values_and_large_shapes():
+    import jax.numpy as jnp
+
+    mu = gj.Gaussian(jnp.zeros(2), jnp.eye(2))
+    out = gj.entropic_ot(mu, gj.Gaussian(jnp.ones(2), 2.0 * jnp.eye(2)), 1.0)
+    text = repr(out)
+    assert text.startswith("EntropicOT(") and f"cost={float(out.cost):.6g}" in text
+    assert "cov=[[1.0, 0.0" in repr(mu)
+    big = gj.Gaussian(jnp.zeros((100, 4)), jnp.broadcast_to(jnp.eye(4), (100, 4, 4)))
+    assert "f32[100,4,4]" in repr(big) or "f64[100,4,4]" in repr(big)
