@@ -5,6 +5,7 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import numpy as np
+from jax.core import Tracer
 
 # Arrays with at most this many entries print their values (a 4 x 4 covariance, a
 # scalar cost); larger ones and tracers print as equinox does, dtype and shape.
@@ -27,7 +28,7 @@ class _Shown:
 
 
 def _show(x):
-    concrete = isinstance(x, (jax.Array, np.ndarray)) and not isinstance(x, jax.core.Tracer)
+    concrete = isinstance(x, (jax.Array, np.ndarray)) and not isinstance(x, Tracer)
     return _Shown(x) if concrete and x.size <= _MAX_SHOWN else x
 
 

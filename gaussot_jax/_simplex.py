@@ -36,11 +36,19 @@ relative for ``k <= 1000``).
 
 from __future__ import annotations
 
+from typing import cast
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import Array
 
 __all__ = ["network_simplex"]
+
+
+def _where(condition, x, y) -> Array:
+    """``jnp.where`` with three arguments (typed: always one array)."""
+    return cast(Array, jnp.where(condition, x, y))
 
 
 def _staircase(wa, wb):
@@ -52,21 +60,21 @@ def _staircase(wa, wb):
     """
     n, m = wa.shape[0], wb.shape[0]
     dtype = wa.dtype
-    pr = jnp.argsort(jnp.where(wa > 0, 0, 1), stable=True)
-    pc = jnp.argsort(jnp.where(wb > 0, 0, 1), stable=True)
+    pr = jnp.argsort(_where(wa > 0, 0, 1), stable=True)
+    pc = jnp.argsort(_where(wb > 0, 0, 1), stable=True)
     npos, mpos = jnp.sum(wa > 0), jnp.sum(wb > 0)
     A, B = jnp.cumsum(wa[pr]), jnp.cumsum(wb[pc])
     a_prev = jnp.concatenate([jnp.zeros(1, dtype), A[:-1]])
     b_prev = jnp.concatenate([jnp.zeros(1, dtype), B[:-1]])
     kr, kc = jnp.arange(n), jnp.arange(m)
-    a_hi = jnp.where(kr < npos - 1, A, A[-1])  # interval ends; the last one is the total
-    b_hi = jnp.where(kc < mpos - 1, B, B[-1])
+    a_hi = _where(kr < npos - 1, A, A[-1])  # interval ends; the last one is the total
+    b_hi = _where(kc < mpos - 1, B, B[-1])
     # Row at position p >= 1 starts at a_prev[p] inside column q; column q >= 1 at b_prev[q]
     # inside row p.
-    q = jnp.minimum(jnp.searchsorted(jnp.where(kc < mpos - 1, B, jnp.inf), a_prev, "right"), m - 1)
-    p = jnp.minimum(jnp.searchsorted(jnp.where(kr < npos - 1, A, jnp.inf), b_prev, "left"), n - 1)
-    f_row = jnp.where(kr < npos, jnp.minimum(a_hi, b_hi[q]) - a_prev, 0.0)
-    f_col = jnp.where(kc < mpos, jnp.minimum(a_hi[p], b_hi) - b_prev, 0.0)
+    q = jnp.minimum(jnp.searchsorted(_where(kc < mpos - 1, B, jnp.inf), a_prev, "right"), m - 1)
+    p = jnp.minimum(jnp.searchsorted(_where(kr < npos - 1, A, jnp.inf), b_prev, "left"), n - 1)
+    f_row = _where(kr < npos, jnp.minimum(a_hi, b_hi[q]) - a_prev, 0.0)
+    f_col = _where(kc < mpos, jnp.minimum(a_hi[p], b_hi) - b_prev, 0.0)
     rows = jnp.concatenate([pr[1:], pr[p]])
     cols = jnp.concatenate([pc[q[1:]], pc])
     flows = jnp.concatenate([f_row[1:], f_col])
@@ -84,7 +92,7 @@ def _initial_tree(a, b, C, num_candidates: int):
     dtype = C.dtype
     valid = (a[:, None] > 0) & (b[None, :] > 0)
     K = min(num_candidates, n * m)
-    _, idx = jax.lax.top_k(-jnp.where(valid, C, jnp.inf).reshape(-1), K)
+    _, idx = jax.lax.top_k(-_where(valid, C, jnp.inf).reshape(-1), K)
     cand_r, cand_c = (idx // m).astype(jnp.int32), (idx % m).astype(jnp.int32)
 
     # Greedy: each accepted arc saturates its row or its column, which takes no further arc;
@@ -98,9 +106,9 @@ def _initial_tree(a, b, C, num_candidates: int):
         i, j = cand_r[t], cand_c[t]
         x = jnp.minimum(res_r[i], res_c[j])
         ok = x > 0
-        res_r = res_r.at[i].add(jnp.where(ok, -x, 0.0))
-        res_c = res_c.at[j].add(jnp.where(ok, -x, 0.0))
-        slot = jnp.where(ok, cnt, E)
+        res_r = res_r.at[i].add(_where(ok, -x, 0.0))
+        res_c = res_c.at[j].add(_where(ok, -x, 0.0))
+        slot = _where(ok, cnt, E)
         er = er.at[slot].set(i, mode="drop")
         ec = ec.at[slot].set(j, mode="drop")
         ef = ef.at[slot].set(x, mode="drop")
@@ -114,7 +122,7 @@ def _initial_tree(a, b, C, num_candidates: int):
     # The residual by a staircase: its arcs join distinct components (no cycle).
     sr, sc, sf = _staircase(res_r, res_c)
     keep = sf > 0
-    slot = jnp.where(keep, cnt + jnp.cumsum(keep) - 1, E)
+    slot = _where(keep, cnt + jnp.cumsum(keep) - 1, E)
     er = er.at[slot].set(sr.astype(jnp.int32), mode="drop")
     ec = ec.at[slot].set(sc.astype(jnp.int32), mode="drop")
     ef = ef.at[slot].set(sf, mode="drop")
@@ -127,7 +135,7 @@ def _initial_tree(a, b, C, num_candidates: int):
 
     def label_body(state):
         lab, _ = state
-        low = jnp.where(live, jnp.minimum(lab[u], lab[v]), N)
+        low = _where(live, jnp.minimum(lab[u], lab[v]), N)
         new = lab.at[u].min(low).at[v].min(low)
         new = new[new]
         return new, jnp.any(new != lab)
@@ -138,13 +146,13 @@ def _initial_tree(a, b, C, num_candidates: int):
     # root: points to the root, as strong feasibility wants); a lone zero-weight column
     # hangs from a row of the root's component (a leaf: never on a cycle).
     is_col = ids >= n
-    first_row = jnp.full(N, N, jnp.int32).at[lab].min(jnp.where(is_col, N, ids))
+    first_row = jnp.full(N, N, jnp.int32).at[lab].min(_where(is_col, N, ids))
     rep = (ids == first_row[lab]) & (lab != lab[root])
     lone_col = is_col & (first_row[lab] == N)
     attach = rep | lone_col
-    slot = jnp.where(attach, cnt + jnp.cumsum(attach) - 1, E)
-    er = er.at[slot].set(jnp.where(rep, ids, cand_r[0]), mode="drop")
-    ec = ec.at[slot].set(jnp.where(rep, root - n, ids - n), mode="drop")
+    slot = _where(attach, cnt + jnp.cumsum(attach) - 1, E)
+    er = er.at[slot].set(_where(rep, ids, cand_r[0]), mode="drop")
+    ec = ec.at[slot].set(_where(rep, root - n, ids - n), mode="drop")
     ef = ef.at[slot].set(0.0, mode="drop")
 
     # Root the tree by a breadth-first sweep from the root.
@@ -154,8 +162,8 @@ def _initial_tree(a, b, C, num_candidates: int):
         seen, parent, flow, _ = state
         down_v = seen[u] & ~seen[v]
         down_u = seen[v] & ~seen[u]
-        child = jnp.where(down_v, v, jnp.where(down_u, u, N))
-        parent = parent.at[child].set(jnp.where(down_v, u, v), mode="drop")
+        child = _where(down_v, v, _where(down_u, u, N))
+        parent = parent.at[child].set(_where(down_v, u, v), mode="drop")
         flow = flow.at[child].set(ef, mode="drop")
         seen = seen.at[child].set(True, mode="drop")
         return seen, parent, flow, jnp.any(down_u | down_v)
@@ -172,7 +180,7 @@ def _lift(parent, signed_cost, num_levels: int):
     the sum of ``signed_cost`` along the root path; the depth is the same sum of ones.
     """
     root = parent == jnp.arange(parent.shape[0])
-    X = jnp.stack([jnp.where(root, 0.0, 1.0).astype(signed_cost.dtype), signed_cost])
+    X = jnp.stack([_where(root, 0.0, 1.0).astype(signed_cost.dtype), signed_cost])
     p, ups = parent, []
     for _ in range(num_levels):
         ups.append(p)
@@ -184,7 +192,7 @@ def _lift(parent, signed_cost, num_levels: int):
 def _ancestors(ups, start, steps):
     """The ``steps``-th ancestors of ``start`` by binary lifting (past the root: the root)."""
     for level in range(ups.shape[0]):
-        start = jnp.where((steps >> level) & 1, ups[level][start], start)
+        start = _where((steps >> level) & 1, ups[level][start], start)
     return start
 
 
@@ -197,11 +205,11 @@ def _subtree_flows(parent, depth, a, b):
 
     def body(state):
         s, d = state
-        tgt = jnp.where(level == d, parent, N)
+        tgt = _where(level == d, parent, N)
         return s.at[tgt].add(s, mode="drop"), d - 1
 
     s, _ = jax.lax.while_loop(lambda st: st[1] > 0, body, (supply, jnp.max(level)))
-    return jnp.where(jnp.arange(N) < n, s, -s)
+    return _where(jnp.arange(N) < n, s, -s)
 
 
 def network_simplex(a, b, C, *, max_pivots: int, block_rows: int):
@@ -227,19 +235,19 @@ def network_simplex(a, b, C, *, max_pivots: int, block_rows: int):
     levels = max(1, int(np.ceil(np.log2(N))) + 1)
     ids = jnp.arange(N, dtype=jnp.int32)
     is_row = ids < n
-    sign = jnp.where(is_row, 1.0, -1.0).astype(dtype)
+    sign = _where(is_row, 1.0, -1.0).astype(dtype)
     tol = N * jnp.finfo(dtype).eps * jnp.max(jnp.abs(C))
     valid = (a[:, None] > 0) & (b[None, :] > 0)
     block_rows = max(1, min(block_rows, n))
     num_blocks = -(-n // block_rows)
     pad = num_blocks * block_rows - n
-    Cb = jnp.concatenate([jnp.where(valid, C, jnp.inf), jnp.full((pad, m), jnp.inf, dtype)])
+    Cb = jnp.concatenate([_where(valid, C, jnp.inf), jnp.full((pad, m), jnp.inf, dtype)])
 
     def signed_cost(parent):
-        r = jnp.where(is_row, ids, parent)
-        c = jnp.where(is_row, parent, ids) - n
+        r = _where(is_row, ids, parent)
+        c = _where(is_row, parent, ids) - n
         cost = C[jnp.clip(r, 0, n - 1), jnp.clip(c, 0, m - 1)]
-        return jnp.where(parent == ids, 0.0, sign * cost)
+        return _where(parent == ids, 0.0, sign * cost)
 
     def price(z, blk):
         # Reduced costs C_ij - u_i - v_j with u = z (rows), v = -z (columns).
@@ -262,19 +270,19 @@ def network_simplex(a, b, C, *, max_pivots: int, block_rows: int):
         i_side, j_side = on_i & ~on_j, on_j & ~on_i  # the cycle: arcs (y, parent y)
         dec = (i_side & is_row) | (j_side & ~is_row)  # traversed against the arc direction
         inc = (i_side & ~is_row) | (j_side & is_row)
-        theta = jnp.min(jnp.where(dec, flow, jnp.inf))
+        theta = jnp.min(_where(dec, flow, jnp.inf))
         blocking = dec & (flow == theta)
         # Last blocking arc from the apex along i -> j: on j's side the one nearest the apex,
         # else on i's side the one nearest i.
-        key = jnp.where(blocking & j_side, -pos[1], jnp.where(blocking, N + pos[0], 3 * N))
+        key = _where(blocking & j_side, -pos[1], _where(blocking, N + pos[0], 3 * N))
         out = jnp.argmin(key)
-        flow = flow + jnp.where(inc, theta, 0.0) - jnp.where(dec, theta, 0.0)
+        flow = flow + _where(inc, theta, 0.0) - _where(dec, theta, 0.0)
         at_i = i_side[out]
-        start = jnp.where(at_i, i, jn)
-        other = jnp.where(at_i, jn, i)
+        start = _where(at_i, i, jn)
+        other = _where(at_i, jn, i)
         # Reverse the path start -> out: each of its nodes becomes its child's parent.
-        seg = jnp.where(at_i, on_i & (pos[0] <= pos[0, out]), on_j & (pos[1] <= pos[1, out]))
-        moved = jnp.where(seg & (ids != out), parent, N)
+        seg = _where(at_i, on_i & (pos[0] <= pos[0, out]), on_j & (pos[1] <= pos[1, out]))
+        moved = _where(seg & (ids != out), parent, N)
         parent = parent.at[moved].set(ids, mode="drop").at[start].set(other)
         flow = flow.at[moved].set(flow, mode="drop").at[start].set(theta)
         ups, depth, z = _lift(parent, signed_cost(parent), levels)
@@ -309,12 +317,12 @@ def network_simplex(a, b, C, *, max_pivots: int, block_rows: int):
     carry = jax.lax.while_loop(keep_going, step, (state, jnp.asarray(False)))
     (parent, _, _, depth, z, count, _), optimal = carry
     x = jnp.maximum(_subtree_flows(parent, depth, a, b), 0.0)
-    r = jnp.where(is_row, ids, parent)
-    c = jnp.where(is_row, parent, ids) - n
-    r = jnp.where(parent == ids, n, r)  # the root has no arc
+    r = _where(is_row, ids, parent)
+    c = _where(is_row, parent, ids) - n
+    r = _where(parent == ids, n, r)  # the root has no arc
     plan = jnp.zeros((n, m), dtype).at[r, c].add(x, mode="drop")
     f, g = z[:n], -z[n:]
     # Zero-weight rows / columns: the c-transforms (their tree arcs carry no information).
-    g = jnp.where(b > 0, g, jnp.min(jnp.where(a[:, None] > 0, C - f[:, None], jnp.inf), 0))
-    f = jnp.where(a > 0, f, jnp.min(jnp.where(b[None, :] > 0, C - g[None, :], jnp.inf), 1))
+    g = _where(b > 0, g, jnp.min(_where(a[:, None] > 0, C - f[:, None], jnp.inf), 0))
+    f = _where(a > 0, f, jnp.min(_where(b[None, :] > 0, C - g[None, :], jnp.inf), 1))
     return plan, f, g, count, optimal

@@ -14,7 +14,7 @@ import functools
 import inspect
 import types
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import equinox as eqx
 import jax
@@ -181,8 +181,9 @@ class _Partial(eqx.Module):
 def _traceable(fn: Callable) -> Callable:
     """``fn`` in a form whose ``filter_jit`` cache key does not depend on its identity."""
     if type(fn) is functools.partial:
-        keywords = {k: _freeze(v) for k, v in fn.keywords.items()}
-        return _Partial(_traceable(fn.func), tuple(_freeze(a) for a in fn.args), keywords)
+        part = cast(functools.partial, fn)
+        keywords = {k: _freeze(v) for k, v in part.keywords.items()}
+        return _Partial(_traceable(part.func), tuple(_freeze(a) for a in part.args), keywords)
     if not isinstance(fn, types.FunctionType):
         return fn  # builtins, jitted functions, Modules, bound methods: stable already
     try:

@@ -20,6 +20,8 @@ the minimiser only at second order, so ``|dW2| <= ||dX||_F + ||dY||_F``: the err
 
 from __future__ import annotations
 
+from typing import cast
+
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
@@ -185,14 +187,14 @@ def _cov_term_2x2(A, B):
     p_r = a22 * b11 - a11 * b22
     q, s_ = a22 * b12 - a12 * b22, a11 * b12 - a12 * b11
     disc = p_r * p_r + 4.0 * q * s_  # >= 0 exactly (t^2 - 4 g^2); where, not max:
-    disc = jnp.where(disc >= 0, disc, 0.0)  # at disc = 0 (A = B) keep every derivative
+    disc = cast(Array, jnp.where(disc >= 0, disc, 0.0))  # disc = 0 (A = B): all derivatives
     den = t + 2.0 * g
     big = den > 0  # den = 0 only where t = g = 0, and then disc = t^2 - 4 g^2 = 0 too
-    ratio = jnp.where(big, disc / jnp.where(big, den, 1.0), 0.0)
+    ratio = jnp.where(big, disc / cast(Array, jnp.where(big, den, 1.0)), 0.0)
     tr_a, tr_b = a11 + a22, b11 + b22
     num = (tr_a - tr_b) ** 2 + 4.0 * ratio
     tot = tr_a + tr_b + 2.0 * _sqrt_psd(s)
-    return c * jnp.where(tot > 0, num / jnp.where(tot > 0, tot, 1.0), 0.0)
+    return cast(Array, c * jnp.where(tot > 0, num / jnp.where(tot > 0, tot, 1.0), 0.0))
 
 
 def _sqrt_psd(x):
