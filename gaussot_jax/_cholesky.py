@@ -1,4 +1,8 @@
-"""Cholesky factors of PSD matrices, finite at singular ones (library internal)."""
+"""Cholesky factors of PSD matrices and what they give (library internal).
+
+The factor of a PSD matrix that stays finite at singular ones (trace functions), and the
+log-determinant from a Cholesky factor, the one place the library computes it.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,11 @@ import jax.numpy as jnp
 from jaxtyping import Array
 
 from ._eigh import _JACOBI_MAX_D, Matrix, sym
+
+
+def chol_logdet(L: Matrix) -> Array:
+    """``log det(L L^T) = 2 sum_i log L_ii`` from a lower Cholesky factor ``L``."""
+    return 2.0 * jnp.sum(jnp.log(jnp.diag(L)))
 
 
 def _small_cholesky(A: Matrix) -> Matrix:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from ._cholesky import chol_logdet
 from ._pretty import Pretty
 from .linalg import psd_fn_unchecked as psd_fn
 from .linalg import sqrtm_unchecked as sqrtm
@@ -86,7 +87,7 @@ def solve_coupling(
     M = psd_fn(_schur_factor, H)
     S = sym(XB @ M @ XB)
     C = A @ W @ S
-    kl = -jnp.sum(jnp.log(jnp.diag(jnp.linalg.cholesky(M))))
+    kl = -0.5 * chol_logdet(jnp.linalg.cholesky(M))
     return Coupling(cross_cov=C, cond_cov=S, kl=kl)
 
 

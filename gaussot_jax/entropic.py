@@ -28,6 +28,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from . import _checks
+from ._cholesky import chol_logdet
 from ._pretty import Pretty
 from .bures import check_pair, procrustes_residual
 from .coupling import isotropic_terms, solve_coupling
@@ -182,10 +183,6 @@ def _check_reference(reference, mu: Gaussian, nu: Gaussian) -> Gaussian:
     return Gaussian(reference.mean.astype(dtype), reference.cov.astype(dtype), validate=False)
 
 
-def _chol_logdet(L: Array) -> Array:
-    return 2.0 * jnp.sum(jnp.log(jnp.diag(L)))
-
-
 def _reference_ot(mu: Gaussian, nu: Gaussian, eps: Array, ref: Gaussian) -> EntropicOT:
     """[REF25]: the core problem with ``W = (2/eps) I - Lambda12`` (docs/core.md, docs/ref25.md)."""
     d = mu.dim
@@ -217,7 +214,7 @@ def _reference_ot(mu: Gaussian, nu: Gaussian, eps: Array, ref: Gaussian) -> Entr
     F = jnp.block([[L_A, jnp.zeros_like(A)], [S @ W.T @ L_A, L_S]])
     delta = jnp.concatenate([a, b]) - ref.mean
     z = solve(L_R, delta, lower=True)
-    log_ratio = 0.5 * (_chol_logdet(L_R) - _chol_logdet(L_A) - _chol_logdet(L_B) + jnp.sum(z**2))
+    log_ratio = 0.5 * (chol_logdet(L_R) - chol_logdet(L_A) - chol_logdet(L_B) + jnp.sum(z**2))
     kl = 0.5 * (jnp.sum(solve(L_R, F, lower=True) ** 2) - 2 * d) + log_ratio + fwd.kl
     cost = jnp.sum((a - b) ** 2) + jnp.trace(A) + jnp.trace(B) - 2.0 * jnp.trace(C) + eps * kl
     # Potentials: log dpi/dR = log dpi/d(mu ⊗ nu) + log d(mu ⊗ nu)/dR, both quadratic in

@@ -65,6 +65,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from . import _checks
+from ._cholesky import chol_logdet
 from ._pretty import Pretty
 from .bures import bures_wasserstein2
 from .entropic import EntropicOT, _check_epsilon, entropic_ot, sinkhorn_divergence
@@ -190,7 +191,7 @@ class LowRankGaussian(Pretty):
             p = (u @ U).reshape(-1, k)
             z = jax.scipy.linalg.solve_triangular(L, p.T, lower=True)
             quad = quad - jnp.sum(z**2, axis=0).reshape(quad.shape)
-            logdet = (d - k) * jnp.log(s) + 2.0 * jnp.sum(jnp.log(jnp.diag(L)))
+            logdet = (d - k) * jnp.log(s) + chol_logdet(L)
         return -0.5 * (d * _LOG_2PI + quad / s + logdet)
 
     @classmethod
@@ -288,7 +289,7 @@ class SubspaceOperator(Pretty):
         n_perp = self.basis.shape[0] - self.basis.shape[1]
         value = n_perp * jnp.log(self.scalar)
         if self.core.shape[0]:
-            value = value + 2.0 * jnp.sum(jnp.log(jnp.diag(jnp.linalg.cholesky(sym(self.core)))))
+            value = value + chol_logdet(jnp.linalg.cholesky(sym(self.core)))
         return value
 
     def inverse(self) -> SubspaceOperator:
@@ -497,7 +498,7 @@ class LowRankPlan(Pretty):
             p = jnp.concatenate([px, py], axis=-1)
             y = jax.scipy.linalg.solve_triangular(L, p.reshape(-1, 2 * r).T, lower=True)
             quad = quad + jnp.sum(y**2, axis=0).reshape(quad.shape)
-            logdet = logdet + 2.0 * jnp.sum(jnp.log(jnp.diag(L)))
+            logdet = logdet + chol_logdet(L)
         return -0.5 * (2 * d * _LOG_2PI + quad + logdet)
 
 
