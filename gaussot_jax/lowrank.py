@@ -68,7 +68,7 @@ from . import _checks
 from ._cholesky import chol_logdet
 from ._pretty import Pretty
 from .bures import bures_wasserstein2
-from .entropic import EntropicOT, _check_epsilon, entropic_ot, sinkhorn_divergence
+from .entropic import EntropicOT, entropic_ot, sinkhorn_divergence
 from .gaussians import AffineMap, Gaussian, QuadraticPotential, ScaledGaussian
 from .linalg import sym, trace_fn
 from .unbalanced import UnbalancedEntropicOT, unbalanced_entropic_ot
@@ -861,7 +861,7 @@ def lowrank_entropic_ot(
         return entropic_ot(*dense, epsilon)
     assert isinstance(mu, LowRankGaussian) and isinstance(nu, LowRankGaussian)  # _pair: None
     dtype = jnp.result_type(mu.mean, nu.mean)
-    eps = _check_epsilon(epsilon, dtype)
+    eps = _checks.check_epsilon(epsilon, dtype)
     red = _reduce(mu, nu)
     cost = _sq_dist(mu, nu) + _split(red, lambda g, h: entropic_ot(g, h, eps).cost)
     Z, n_perp, out_r, out_1 = _reduced_results(mu, nu, lambda g, h: entropic_ot(g, h, eps))
@@ -936,7 +936,7 @@ def lowrank_sinkhorn_divergence(
     if dense is not None:
         return sinkhorn_divergence(*dense, epsilon)
     assert isinstance(mu, LowRankGaussian) and isinstance(nu, LowRankGaussian)  # _pair: None
-    eps = _check_epsilon(epsilon, jnp.result_type(mu.mean, nu.mean))
+    eps = _checks.check_epsilon(epsilon, jnp.result_type(mu.mean, nu.mean))
     div = lambda g, h: sinkhorn_divergence(g, h, eps)  # noqa: E731
     return _sq_dist(mu, nu) + _split(_reduce(mu, nu), div)
 
@@ -1000,7 +1000,7 @@ def lowrank_unbalanced_entropic_ot(
             epsilon=out.epsilon,
             gamma=out.gamma,
         )
-    eps = _check_epsilon(epsilon, dtype)
+    eps = _checks.check_epsilon(epsilon, dtype)
     assert isinstance(a, LowRankGaussian) and isinstance(b, LowRankGaussian)  # _pair: None
     gam = jnp.asarray(gamma, dtype)
     _checks.check_positive("gamma", gam)
