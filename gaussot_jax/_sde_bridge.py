@@ -1,19 +1,7 @@
 r"""The dynamic Schrödinger bridge on a linear-SDE reference (library internal).
 
-The dynamic bridge: a static coupling ``plan`` of ``(X_0, X_T)`` (e.g. the Schrödinger
-bridge) is completed into a path measure by running the reference process pinned at both
-ends. Given ``X_0 = x``, ``X_T = y`` the reference's ``X_t`` is Gaussian (Kalman update of
-``N(alpha_t + beta_t x, tau_t)`` by the observation ``y = alpha_r + beta_r X_t + noise``,
-``r = T - t``)::
-
-    P = beta_r tau_t beta_r^T + tau_r  (= tau_T),   g = tau_t beta_r^T P^{-1}
-    X_t | x, y ~ N(u + B_x x + B_y y, Sigma_t),
-    B_x = beta_t - g beta_T,  B_y = g,  u = alpha_t - g alpha_T,
-    Sigma_t = (I - g beta_r) tau_t (I - g beta_r)^T + g tau_r g^T   (Joseph form, PSD)
-
-and its time-``t`` marginal is this kernel pushed forward through the plan.
-
-The public names are re-exported by :mod:`gaussot_jax.sde`.
+The pinned law (a Kalman update in Joseph form) is derived in the docstring of
+:mod:`gaussot_jax.sde`, which re-exports the public names.
 """
 
 from __future__ import annotations

@@ -1,27 +1,7 @@
 r"""Transition kernels of linear SDEs, by Van Loan's block exponential (library internal).
 
-A time-homogeneous linear SDE ``dX = (M X + c) dt + G dW`` has Gaussian transitions
-``X_T | X_0 = x ~ N(alpha + beta x, tau)`` [ADM25, Rmk 2.3, §3.3]::
-
-    beta  = e^{M T}
-    alpha = ∫_0^T e^{M (T - s)} c ds
-    tau   = ∫_0^T e^{M (T - s)} G G^T e^{M^T (T - s)} ds
-
-computed without any inverse of ``M`` (which may be singular) by one block-matrix
-exponential (Van Loan, 1978), block upper triangular with diagonal ``(0, -M, M^T)``::
-
-    F = [[0, 0, c^T], [0, -M, G G^T], [0, 0, M^T]],
-    e^{F h} = [[1, 0, alpha(h)^T], [0, e^{-M h}, X(h)], [0, 0, e^{M^T h}]],
-    beta(h) = (e^{M^T h})^T,   tau(h) = beta(h) X(h).
-
-Taken at ``h = T``, ``e^{-M T}`` overflows (float32: ``||M|| T ≈ 90``) and ``tau`` loses
-digits by cancellation long before; so the block is exponentiated on a short step
-``h = T / 2^k`` with ``||M h||_1 <= 1/2`` (a fixed-degree Taylor series suffices there) and
-the transition is then doubled ``k`` times by the semigroup (Chapman–Kolmogorov) law, a sum
-of PSD terms with no cancellation::
-
-    beta(2h) = beta(h)^2,  alpha(2h) = alpha(h) + beta(h) alpha(h),
-    tau(2h) = tau(h) + beta(h) tau(h) beta(h)^T.
+The derivation (Van Loan's block, the short step and the doublings) is in the docstring
+of :mod:`gaussot_jax.sde`.
 """
 
 from __future__ import annotations
