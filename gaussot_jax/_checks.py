@@ -295,6 +295,11 @@ def check_scalar(name: str, x, dtype):
     return check_positive(name, x)
 
 
+def check_epsilon(epsilon, dtype):
+    """The entropic regularisation ``epsilon``: a real scalar ``> 0``, cast to ``dtype``."""
+    return check_scalar("epsilon", epsilon, dtype)
+
+
 def check_cov(name: str, S, *, definite: bool = False, **kw):
     """A covariance (batch): finite, symmetric, PSD (PD if ``definite``)."""
     S = check_finite(name, S, core=2, **kw)

@@ -31,8 +31,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from . import _checks
-from .coupling import isotropic_terms
-from .entropic import _balanced_g, _check_epsilon
+from .coupling import _balanced_g, isotropic_terms
 from .gaussians import Gaussian
 from .linalg import inv_sqrtm_unchecked as inv_sqrtm
 from .linalg import psd_fn_unchecked as psd_fn
@@ -403,7 +402,7 @@ def entropic_barycenter(
         >>> [round(v, 3) for v in jnp.diag(bary.cov).tolist()]  # near Bures' ((1 + 2) / 2)^2
         [2.25, 2.25]
     """
-    eps = _check_epsilon(epsilon, gaussians.mean.dtype)
+    eps = _checks.check_epsilon(epsilon, gaussians.mean.dtype)
     return _barycenter(gaussians, weights, eps, debiased=bool(debiased), tol=tol, max_iter=max_iter)
 
 
@@ -431,6 +430,6 @@ def entropic_barycenter_residual(
         The scalar residual.
     """
     _, covs, w = _check_inputs(gaussians, weights)
-    eps = _check_epsilon(epsilon, covs.dtype)
+    eps = _checks.check_epsilon(epsilon, covs.dtype)
     _checks.check_square("barycenter.cov", barycenter.cov, covs.shape[-1])
     return _residual(barycenter.cov, covs, w, eps, bool(debiased))

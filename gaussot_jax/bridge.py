@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from . import _checks
+from ._cholesky import chol_logdet
 from ._pretty import Pretty
 from .coupling import solve_coupling
 from .gaussians import AffineMap, Gaussian, LinearGaussianKernel, QuadraticPotential
@@ -144,10 +145,6 @@ def _chol_solve(L: Array, B: Array) -> Array:
     return jax.scipy.linalg.cho_solve((L, True), B)
 
 
-def _logdet(L: Array) -> Array:
-    return 2.0 * jnp.sum(jnp.log(jnp.diag(L)))
-
-
 def reference_weight(kernel: LinearGaussianKernel) -> Float[Array, "d1 d2"]:
     """``W = beta^T tau^{-1}`` by a Cholesky solve (no explicit inverse)."""
     L = jnp.linalg.cholesky(sym(kernel.tau))
@@ -191,8 +188,8 @@ def _bridge(eta: Gaussian, mu: Gaussian, kernel: LinearGaussianKernel) -> Schrod
     kl = 0.5 * (
         jnp.sum(Z**2)
         - mu.dim
-        + _logdet(L)
-        - _logdet(Ls)
+        + chol_logdet(L)
+        - chol_logdet(Ls)
         + jnp.sum(shift**2)
         + jnp.sum(LD * (LD @ S1))  # Tr(tau^{-1} D S1 D^T)
     )
@@ -205,7 +202,7 @@ def _bridge(eta: Gaussian, mu: Gaussian, kernel: LinearGaussianKernel) -> Schrod
     U = QuadraticPotential(
         quad=sym(W @ (tau_s - tau) @ W.T),
         lin=W @ (alpha_s - alpha),
-        const=0.5 * (alpha_s @ ta_s - alpha @ ta + _logdet(Ls) - _logdet(L)),
+        const=0.5 * (alpha_s @ ta_s - alpha @ ta + chol_logdet(Ls) - chol_logdet(L)),
     )
     V = QuadraticPotential(
         quad=sym(_chol_solve(Ls, eye) - _chol_solve(L, eye)),

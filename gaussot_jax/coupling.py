@@ -24,9 +24,11 @@ Reductions: [JMPC20] balanced ``W = (2/eps) I``; [REF25] reference with precisio
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from ._cholesky import chol_logdet
 from ._pretty import Pretty
 from .linalg import psd_fn_unchecked as psd_fn
 from .linalg import sqrtm_unchecked as sqrtm
@@ -86,7 +88,7 @@ def solve_coupling(
     M = psd_fn(_schur_factor, H)
     S = sym(XB @ M @ XB)
     C = A @ W @ S
-    kl = -jnp.sum(jnp.log(jnp.diag(jnp.linalg.cholesky(M))))
+    kl = -0.5 * chol_logdet(jnp.linalg.cholesky(M))
     return Coupling(cross_cov=C, cond_cov=S, kl=kl)
 
 
@@ -113,3 +115,25 @@ def isotropic_terms(lam: Array, w: Array) -> tuple[Array, Array]:
     s = jnp.sqrt(1.0 + 4.0 * w**2 * lam)
     s_minus_1 = 4.0 * w**2 * lam / (1.0 + s)
     return 2.0 * w * lam / (1.0 + s), 0.5 * jnp.log1p(0.5 * s_minus_1)
+
+
+# The balanced entropic summand [JMPC20] of Tr g(AB), shared by entropic.py and barycenter.py.
+@jax.custom_jvp
+def _balanced_g(lam, eps):
+    # Per-eigenvalue value of E||x-y||^2 - (Tr A + Tr B) + eps KL at W = (2/eps) I.
+    tr_c, kl = isotropic_terms(lam, 2.0 / eps)
+    return -2.0 * tr_c + eps * kl
+
+
+@_balanced_g.defjvp
+def _balanced_g_jvp(primals, tangents):
+    # g = (eps/2) [log((1+s)/2) - (s-1)], s = (1 + 16 lam/eps^2)^{1/2}. Differentiating,
+    #   dg/dlam = -4 / (eps (1 + s))          (= -k(lam)/lam, barycenter.py)
+    #   dg/deps = log((1+s)/2) / 2 = kl       (the envelope theorem: d OT / d eps = KL).
+    # Autodiff of the value instead forms (s - 1)/2 - (s - 1)/2 + kl: terms of size
+    # s ~ 4 lam^{1/2} / eps cancel (float32, variance 1e6, eps = 1e-3: 132.8 for 10.708).
+    lam, eps = primals
+    dlam, deps = tangents
+    tr_c, kl = isotropic_terms(lam, 2.0 / eps)
+    s = jnp.sqrt(1.0 + 16.0 * lam / eps**2)
+    return -2.0 * tr_c + eps * kl, -4.0 / (eps * (1.0 + s)) * dlam + kl * deps

@@ -28,9 +28,11 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from . import _checks
+from ._checks import check_epsilon as _check_epsilon
+from ._cholesky import chol_logdet
 from ._pretty import Pretty
 from .bures import check_pair, procrustes_residual
-from .coupling import isotropic_terms, solve_coupling
+from .coupling import _balanced_g, solve_coupling
 from .gaussians import AffineMap, Gaussian, QuadraticPotential
 from .linalg import _eigh_psd, sym
 from .linalg import sqrtm_unchecked as sqrtm
@@ -76,27 +78,6 @@ class EntropicOT(Pretty):
         return self.transport_map
 
 
-@jax.custom_jvp
-def _balanced_g(lam, eps):
-    # Per-eigenvalue value of E||x-y||^2 - (Tr A + Tr B) + eps KL at W = (2/eps) I.
-    tr_c, kl = isotropic_terms(lam, 2.0 / eps)
-    return -2.0 * tr_c + eps * kl
-
-
-@_balanced_g.defjvp
-def _balanced_g_jvp(primals, tangents):
-    # g = (eps/2) [log((1+s)/2) - (s-1)], s = (1 + 16 lam/eps^2)^{1/2}. Differentiating,
-    #   dg/dlam = -4 / (eps (1 + s))          (= -k(lam)/lam, barycenter.py)
-    #   dg/deps = log((1+s)/2) / 2 = kl       (the envelope theorem: d OT / d eps = KL).
-    # Autodiff of the value instead forms (s - 1)/2 - (s - 1)/2 + kl: terms of size
-    # s ~ 4 lam^{1/2} / eps cancel (float32, variance 1e6, eps = 1e-3: 132.8 for 10.708).
-    lam, eps = primals
-    dlam, deps = tangents
-    tr_c, kl = isotropic_terms(lam, 2.0 / eps)
-    s = jnp.sqrt(1.0 + 16.0 * lam / eps**2)
-    return -2.0 * tr_c + eps * kl, -4.0 / (eps * (1.0 + s)) * dlam + kl * deps
-
-
 def _balanced_cost(mu: Gaussian, nu: Gaussian, eps: Array) -> Array:
     A, B = mu.cov, nu.cov
     return (
@@ -105,10 +86,6 @@ def _balanced_cost(mu: Gaussian, nu: Gaussian, eps: Array) -> Array:
         + jnp.trace(B)
         + trace_fn(_balanced_g, A, B, eps)
     )
-
-
-def _check_epsilon(epsilon, dtype) -> Array:
-    return _checks.check_scalar("epsilon", epsilon, dtype)
 
 
 def _potentials(
@@ -182,10 +159,6 @@ def _check_reference(reference, mu: Gaussian, nu: Gaussian) -> Gaussian:
     return Gaussian(reference.mean.astype(dtype), reference.cov.astype(dtype), validate=False)
 
 
-def _chol_logdet(L: Array) -> Array:
-    return 2.0 * jnp.sum(jnp.log(jnp.diag(L)))
-
-
 def _reference_ot(mu: Gaussian, nu: Gaussian, eps: Array, ref: Gaussian) -> EntropicOT:
     """[REF25]: the core problem with ``W = (2/eps) I - Lambda12`` (docs/core.md, docs/ref25.md)."""
     d = mu.dim
@@ -217,7 +190,7 @@ def _reference_ot(mu: Gaussian, nu: Gaussian, eps: Array, ref: Gaussian) -> Entr
     F = jnp.block([[L_A, jnp.zeros_like(A)], [S @ W.T @ L_A, L_S]])
     delta = jnp.concatenate([a, b]) - ref.mean
     z = solve(L_R, delta, lower=True)
-    log_ratio = 0.5 * (_chol_logdet(L_R) - _chol_logdet(L_A) - _chol_logdet(L_B) + jnp.sum(z**2))
+    log_ratio = 0.5 * (chol_logdet(L_R) - chol_logdet(L_A) - chol_logdet(L_B) + jnp.sum(z**2))
     kl = 0.5 * (jnp.sum(solve(L_R, F, lower=True) ** 2) - 2 * d) + log_ratio + fwd.kl
     cost = jnp.sum((a - b) ** 2) + jnp.trace(A) + jnp.trace(B) - 2.0 * jnp.trace(C) + eps * kl
     # Potentials: log dpi/dR = log dpi/d(mu ⊗ nu) + log d(mu ⊗ nu)/dR, both quadratic in

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from . import _checks
+from ._cholesky import chol_logdet
 from ._pretty import Pretty
 from .linalg import sqrtm_unchecked as sqrtm
 from .linalg import sym
@@ -61,7 +62,7 @@ def _log_normal(L: Array, r: Array) -> Array:
     flat = r.reshape(-1, d)
     z = jax.scipy.linalg.solve_triangular(L, flat.T, lower=True)
     quad = jnp.sum(z**2, axis=0).reshape(r.shape[:-1])
-    return -0.5 * (d * _LOG_2PI + quad) - jnp.sum(jnp.log(jnp.diag(L)))
+    return -0.5 * (d * _LOG_2PI + quad) - 0.5 * chol_logdet(L)
 
 
 def _single(obj, what: str) -> None:
@@ -198,7 +199,7 @@ def kl_gaussian(p: Gaussian, q: Gaussian) -> Array:
     Lp = jnp.linalg.cholesky(sym(p.cov))
     M = jax.scipy.linalg.solve_triangular(Lq, Lp, lower=True)
     z = jax.scipy.linalg.solve_triangular(Lq, q.mean - p.mean, lower=True)
-    logdet_ratio = 2.0 * (jnp.sum(jnp.log(jnp.diag(Lq))) - jnp.sum(jnp.log(jnp.diag(Lp))))
+    logdet_ratio = chol_logdet(Lq) - chol_logdet(Lp)
     return 0.5 * (jnp.sum(M**2) + jnp.sum(z**2) - p.dim + logdet_ratio)
 
 

@@ -65,9 +65,10 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from . import _checks
+from ._cholesky import chol_logdet
 from ._pretty import Pretty
 from .bures import bures_wasserstein2
-from .entropic import EntropicOT, _check_epsilon, entropic_ot, sinkhorn_divergence
+from .entropic import EntropicOT, entropic_ot, sinkhorn_divergence
 from .gaussians import AffineMap, Gaussian, QuadraticPotential, ScaledGaussian
 from .linalg import sym, trace_fn
 from .unbalanced import UnbalancedEntropicOT, unbalanced_entropic_ot
@@ -190,7 +191,7 @@ class LowRankGaussian(Pretty):
             p = (u @ U).reshape(-1, k)
             z = jax.scipy.linalg.solve_triangular(L, p.T, lower=True)
             quad = quad - jnp.sum(z**2, axis=0).reshape(quad.shape)
-            logdet = (d - k) * jnp.log(s) + 2.0 * jnp.sum(jnp.log(jnp.diag(L)))
+            logdet = (d - k) * jnp.log(s) + chol_logdet(L)
         return -0.5 * (d * _LOG_2PI + quad / s + logdet)
 
     @classmethod
@@ -288,7 +289,7 @@ class SubspaceOperator(Pretty):
         n_perp = self.basis.shape[0] - self.basis.shape[1]
         value = n_perp * jnp.log(self.scalar)
         if self.core.shape[0]:
-            value = value + 2.0 * jnp.sum(jnp.log(jnp.diag(jnp.linalg.cholesky(sym(self.core)))))
+            value = value + chol_logdet(jnp.linalg.cholesky(sym(self.core)))
         return value
 
     def inverse(self) -> SubspaceOperator:
@@ -497,7 +498,7 @@ class LowRankPlan(Pretty):
             p = jnp.concatenate([px, py], axis=-1)
             y = jax.scipy.linalg.solve_triangular(L, p.reshape(-1, 2 * r).T, lower=True)
             quad = quad + jnp.sum(y**2, axis=0).reshape(quad.shape)
-            logdet = logdet + 2.0 * jnp.sum(jnp.log(jnp.diag(L)))
+            logdet = logdet + chol_logdet(L)
         return -0.5 * (2 * d * _LOG_2PI + quad + logdet)
 
 
@@ -860,7 +861,7 @@ def lowrank_entropic_ot(
         return entropic_ot(*dense, epsilon)
     assert isinstance(mu, LowRankGaussian) and isinstance(nu, LowRankGaussian)  # _pair: None
     dtype = jnp.result_type(mu.mean, nu.mean)
-    eps = _check_epsilon(epsilon, dtype)
+    eps = _checks.check_epsilon(epsilon, dtype)
     red = _reduce(mu, nu)
     cost = _sq_dist(mu, nu) + _split(red, lambda g, h: entropic_ot(g, h, eps).cost)
     Z, n_perp, out_r, out_1 = _reduced_results(mu, nu, lambda g, h: entropic_ot(g, h, eps))
@@ -935,7 +936,7 @@ def lowrank_sinkhorn_divergence(
     if dense is not None:
         return sinkhorn_divergence(*dense, epsilon)
     assert isinstance(mu, LowRankGaussian) and isinstance(nu, LowRankGaussian)  # _pair: None
-    eps = _check_epsilon(epsilon, jnp.result_type(mu.mean, nu.mean))
+    eps = _checks.check_epsilon(epsilon, jnp.result_type(mu.mean, nu.mean))
     div = lambda g, h: sinkhorn_divergence(g, h, eps)  # noqa: E731
     return _sq_dist(mu, nu) + _split(_reduce(mu, nu), div)
 
@@ -999,7 +1000,7 @@ def lowrank_unbalanced_entropic_ot(
             epsilon=out.epsilon,
             gamma=out.gamma,
         )
-    eps = _check_epsilon(epsilon, dtype)
+    eps = _checks.check_epsilon(epsilon, dtype)
     assert isinstance(a, LowRankGaussian) and isinstance(b, LowRankGaussian)  # _pair: None
     gam = jnp.asarray(gamma, dtype)
     _checks.check_positive("gamma", gam)

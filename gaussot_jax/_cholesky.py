@@ -1,0 +1,64 @@
+"""Cholesky factors of PSD matrices and what they give (library internal).
+
+The factor of a PSD matrix that stays finite at singular ones (trace functions), and the
+log-determinant from a Cholesky factor, the one place the library computes it.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array
+
+from ._eigh import _JACOBI_MAX_D, Matrix, sym
+
+
+def chol_logdet(L: Matrix) -> Array:
+    """``log det(L L^T) = 2 sum_i log L_ii`` from a lower Cholesky factor ``L``."""
+    return 2.0 * jnp.sum(jnp.log(jnp.diag(L)))
+
+
+def _small_cholesky(A: Matrix) -> Matrix:
+    """Unrolled Cholesky of a small PSD matrix, on scalars (no library call).
+
+    Semidefinite-safe: a pivot ``<= 0`` gives a zero column, and each entry is clipped to
+    the Cauchy–Schwarz bound ``|L_ik| <= s_ii^{1/2}`` that holds for every PSD Schur
+    complement ``s``, so round-off at a singular ``A`` cannot blow up.
+    """
+    d = A.shape[-1]
+    s = [[A[i, j] for j in range(d)] for i in range(d)]
+    zero = 0.0 * A[0, 0]  # batched and sharded like A (see _eigh._jacobi_eigh)
+    L = [[zero] * d for _ in range(d)]
+    for k in range(d):
+        p = jnp.maximum(s[k][k], 0.0)
+        inv = jnp.where(p > 0, jax.lax.rsqrt(jnp.where(p > 0, p, 1.0)), 0.0)
+        L[k][k] = p * inv
+        for i in range(k + 1, d):
+            bound = jnp.sqrt(jnp.maximum(s[i][i], 0.0))
+            L[i][k] = jnp.clip(s[i][k] * inv, -bound, bound)
+        for i in range(k + 1, d):
+            for j in range(k + 1, i + 1):
+                s[i][j] = s[i][j] - L[i][k] * L[j][k]
+    return jnp.stack([jnp.stack(row) for row in L])
+
+
+def _psd_factor(A: Matrix) -> Matrix:
+    """Lower-triangular ``F`` with ``F F^T = A`` (to round-off), finite for singular A."""
+    A = sym(A)
+    if A.shape[-1] <= _JACOBI_MAX_D:
+        return _small_cholesky(A)
+    # No lax.cond: under vmap it becomes a select of two independent LAPACK calls, which
+    # XLA may run concurrently (see _trace._trace_fn_jvp on why that must be avoided). The
+    # second call depends on the first, and repeats it exactly where it succeeded.
+    # The shift is d eps Tr A (relative to A's scale), and never below the smallest
+    # normal number: at A = 0 (a Dirac) d eps tiny is denormal, which XLA flushes to 0,
+    # and the second Cholesky of 0 would be NaN. At A = 0 the shift tiny gives the factor
+    # tiny^{1/2} I, whose contribution F^T B F = tiny B is below round-off of any B.
+    d = A.shape[-1]
+    info = jnp.finfo(A.dtype)
+    L = jnp.linalg.cholesky(A)
+    shift = jnp.maximum(d * info.eps * jnp.trace(A), info.tiny)
+    delta = cast(Array, jnp.where(jnp.all(jnp.isfinite(L)), 0.0, shift))
+    return jnp.linalg.cholesky(A + delta * jnp.eye(d, dtype=A.dtype))
