@@ -32,7 +32,7 @@ from ._checks import check_epsilon as _check_epsilon
 from ._cholesky import chol_logdet
 from ._pretty import Pretty
 from .bures import check_pair, procrustes_residual
-from .coupling import _balanced_g, solve_coupling
+from .coupling import _balanced_g, isotropic_terms, solve_coupling
 from .gaussians import AffineMap, Gaussian, QuadraticPotential
 from .linalg import _eigh_psd, sym
 from .linalg import sqrtm_unchecked as sqrtm
