@@ -303,6 +303,9 @@ def test_grad_unchanged(rng, d):
     A, B = jnp.asarray(_wishart(rng, d, 2 * d)), jnp.asarray(_wishart(rng, d, 2 * d, 0.1))
     g_new = jax.jit(jax.grad(bures._cov_term, argnums=(0, 1)))(A, B)
     g_old = jax.jit(jax.grad(old, argnums=(0, 1)))(A, B)
+    # under differentiation the value is the sum of squares (sharing the gradient's SVD)
+    v_new = jax.jit(jax.value_and_grad(bures._cov_term))(A, B)[0]
+    np.testing.assert_allclose(float(v_new), float(old(A, B)), rtol=1e-15)
     for x, y in zip(g_new, g_old):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-13, atol=1e-14)
     # second order (the tangent's own rule) and under vmap
