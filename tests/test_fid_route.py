@@ -1,0 +1,340 @@
+"""The certified eigenvalue-only value of ``bures_wasserstein2`` (bures._eigvals_value).
+
+References are exact or carry a derived bound, independent of the route under test:
+
+- ``A = X^T X``, ``B = Y^T Y`` with small-integer ``X``, ``Y`` (exact in float64 and
+  float32): ``Tr (A^{1/2} B A^{1/2})^{1/2} = ||X Y^T||_*``, the nuclear norm of an
+  integer matrix, from numpy's SVD (LAPACK gesdd: another matrix, another algorithm),
+  whose singular values are each within ``p eps ||G||_2`` (``p = 2 max(m, n)``, the
+  backward-error model of conftest.eig_backward_error);
+- nearby pairs ``B = T A T``, ``T = I + H / 2^k`` (``H`` symmetric, entries in {-1, 0, 1},
+  ``T`` positive definite): ``x -> T x`` is the Monge map, so the covariance term is
+  exactly ``Tr((T - I) A (T - I)) = Tr(H A H) / 4^k``, and ``B`` is stored exactly
+  (integers over ``4^k``) in float64.
+
+Tolerances: where the eigenvalue-only value is certified, its own bound (``<= tau`` of
+the value); where it is not, the Procrustes form's error bound (``|dW2| <= ||dX||_F +
+||dY||_F`` plus the polar factor's and the products' round-off, from
+conftest.sqrtm_error_bound), plus the reference's.
+"""
+
+import jax
+import jax.extend
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import eig_backward_error, sqrtm_error_bound
+
+import gaussot_jax as gj
+from gaussot_jax import bures
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _ints(rng, n, d, top=2):
+    return rng.integers(-top, top + 1, size=(n, d)).astype(np.int64)
+
+
+def _factor(rng, d, n, *, full_rank):
+    """Integer ``X`` with ``X^T X`` of rank ``min(n, d)``, or ``+ 4 I`` (full rank)."""
+    X = _ints(rng, n, d)
+    return np.vstack([X, 2 * np.eye(d, dtype=np.int64)]) if full_rank else X
+
+
+def _nuclear_ref(X, Y):
+    """``(||X Y^T||_*, bound on its error)`` from the float64 SVD of the integer product."""
+    G = (X @ Y.T).astype(np.float64)  # exact: small integers
+    s = np.linalg.svd(G, compute_uv=False)
+    p = eig_backward_error(max(G.shape), np.float64)
+    return float(np.sum(s)), float(min(G.shape) * p * s[0] + G.shape[0] * 1e-16 * np.sum(s))
+
+
+def _separated_ref(X, Y):
+    """``(A, B, exact covariance term, bound on the reference's error)``."""
+    A, B = X.T @ X, Y.T @ Y  # int64, exact
+    cross, err = _nuclear_ref(X, Y)
+    tr = float(np.trace(A) + np.trace(B))  # exact integers
+    return A.astype(np.float64), B.astype(np.float64), tr - 2.0 * cross, 2.0 * err + 1e-16 * tr
+
+
+def _nearby_ref(rng, d, k):
+    """``(A, B = T A T, exact covariance term)``, all exact in float64."""
+    X = _factor(rng, d, d // 2, full_rank=True)
+    A = X.T @ X
+    H = np.zeros((d, d), dtype=np.int64)
+    idx = rng.integers(0, d, size=(d, 2))
+    H[idx[:, 0], idx[:, 1]] = rng.choice([-1, 1], size=d)
+    H = np.sign(H + H.T)  # symmetric, |H_ij| <= 1, at most 2d non-zeros: ||H||_2 < 2^k
+    q = 1 << k
+    B_num = A * q * q + (H @ A + A @ H) * q + H @ A @ H  # 4^k T A T, exact integers
+    assert np.abs(B_num).max() < 2**52
+    exact = float(np.trace(H @ A @ H)) / (q * q)
+    return A.astype(np.float64), B_num.astype(np.float64) / (q * q), exact
+
+
+def _procrustes_bound(A, B, w2, dtype):
+    """Bound on the Procrustes value's error at ``W2 = w2`` (module docstring of bures)."""
+    d = A.shape[-1]
+    eps = float(np.finfo(dtype).eps)
+    nA, nB = np.linalg.norm(A, 2), np.linalg.norm(B, 2)
+    dX = np.sqrt(d) * sqrtm_error_bound(A, dtype) * np.sqrt(nA)
+    dY = np.sqrt(d) * sqrtm_error_bound(B, dtype) * np.sqrt(nB)
+    p = eig_backward_error(d, dtype)
+    dU = np.sqrt(d) * p * np.sqrt(nB)  # U orthogonal to p eps (per column), times ||Y||_2
+    mm = d * d * eps * np.sqrt(nB)  # fl(Y U) - Y U in Frobenius norm
+    delta = dX + dY + dU + mm
+    return delta * (2.0 * w2 + delta) + 2 * d * eps * w2**2
+
+
+def _value_and_tolerance(A, B, exact, ref_err, dtype):
+    """(our covariance term, |error| allowed, certified?) for one pair in ``dtype``."""
+    Aj, Bj = jnp.asarray(A, dtype), jnp.asarray(B, dtype)
+    assert np.array_equal(np.asarray(Aj, np.float64), A)  # the data are exact in dtype
+    assert np.array_equal(np.asarray(Bj, np.float64), B)
+    zero = jnp.zeros(A.shape[-1], dtype)
+    got = float(jax.jit(gj.bures_wasserstein2)(gj.Gaussian(zero, Aj), gj.Gaussian(zero, Bj)))
+    value, bound = jax.jit(bures._eigvals_value)(Aj, Bj)
+    certified = bool(bures._certified(value, bound))
+    if certified:
+        allowed = float(bound)
+        assert float(bound) <= np.sqrt(np.finfo(dtype).eps) * float(value)
+    else:
+        allowed = _procrustes_bound(A, B, np.sqrt(max(exact, 0.0)), dtype)
+    return got, allowed + ref_err, certified
+
+
+DTYPES = [jnp.float64, jnp.float32]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("d", [64, 192, 512])
+def test_separated_pair_against_exact_reference(rng, d, dtype):
+    X = _factor(rng, d, d // 2, full_rank=True)
+    Y = _factor(rng, d, d, full_rank=True)
+    A, B, exact, ref_err = _separated_ref(X, Y)
+    got, allowed, certified = _value_and_tolerance(A, B, exact, ref_err, dtype)
+    assert abs(got - exact) <= allowed, (got, exact, allowed)
+    if dtype == jnp.float64:
+        assert certified  # well separated and well conditioned: the fast route
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("d", [64, 192, 512])
+def test_rank_deficient_pair_against_exact_reference(rng, d, dtype):
+    # FID-like: covariances from n < d samples (rank n), one or both singular.
+    X = _factor(rng, d, d // 4, full_rank=False)
+    for Y in (_factor(rng, d, d // 3, full_rank=False), _factor(rng, d, d, full_rank=True)):
+        A, B, exact, ref_err = _separated_ref(X, Y)
+        got, allowed, _ = _value_and_tolerance(A, B, exact, ref_err, dtype)
+        assert got >= 0.0
+        assert abs(got - exact) <= allowed, (got, exact, allowed)
+
+
+@pytest.mark.parametrize("d", [64, 512])
+def test_nearby_pair_takes_the_fallback(rng, d):
+    A, B, exact = _nearby_ref(rng, d, k=16)
+    got, allowed, certified = _value_and_tolerance(A, B, exact, 0.0, jnp.float64)
+    assert not certified
+    assert got >= 0.0
+    assert abs(got - exact) <= allowed, (got, exact, allowed)
+    # relative accuracy kept: the guarantee is over 10x tighter than the cancellation
+    # floor d eps (Tr A + Tr B) of the trace form (and of the eigenvalue-only value).
+    floor = d * np.finfo(np.float64).eps * (np.trace(A) + np.trace(B))
+    assert allowed < 0.1 * floor and allowed < 1e-3 * exact
+
+
+@pytest.mark.parametrize("d", [64, 192])
+def test_nearby_pair_float32_nonnegative_and_relative(rng, d):
+    A, B, exact = _nearby_ref(rng, d, k=5)
+    A32, B32 = (np.asarray(jnp.asarray(M, jnp.float32), np.float64) for M in (A, B))
+    # Rounding B to float32 moves W2 by at most W2(B, B32) <= ||E||_F / (2 lambda_min^{1/2})
+    # (E = B32 - B; A is exact in float32).
+    lam = np.linalg.eigvalsh(B)[0]
+    dw = np.linalg.norm(B32 - B) / (2.0 * np.sqrt(lam))
+    w2 = np.sqrt(exact)
+    exact32_err = dw * (2.0 * w2 + dw)
+    got, allowed, certified = _value_and_tolerance(A32, B32, exact, exact32_err, jnp.float32)
+    assert not certified
+    assert got >= 0.0
+    assert abs(got - exact) <= allowed, (got, exact, allowed)
+
+
+def _wishart(rng, d, n, shift=0.0):
+    X = rng.normal(size=(n, d))
+    return X.T @ X / n + shift * np.eye(d)
+
+
+@pytest.mark.parametrize("d", [64, 512])
+def test_fid_like_pair_takes_the_fast_route(rng, d):
+    A, B = _wishart(rng, d, 2 * d), _wishart(rng, d, 2 * d, 0.1)
+    value, bound = jax.jit(bures._eigvals_value)(jnp.asarray(A), jnp.asarray(B))
+    assert bool(bures._certified(value, bound))
+    got = jax.jit(bures._cov_term)(jnp.asarray(A), jnp.asarray(B))
+    np.testing.assert_allclose(float(got), float(value), rtol=4 * np.finfo(np.float64).eps)
+
+
+def _count_procrustes(monkeypatch):
+    """Replace bures._procrustes_value by a copy that counts its executions."""
+    calls = []
+    original = bures._procrustes_value
+
+    def counted(A, B):
+        jax.debug.callback(lambda: calls.append(1))
+        return original(A, B)
+
+    monkeypatch.setattr(bures, "_procrustes_value", counted)
+    return calls
+
+
+def _mixed_batch(rng, d):
+    A1, B1 = _wishart(rng, d, 2 * d), _wishart(rng, d, 2 * d, 0.1)
+    A2, B2 = _wishart(rng, d, 2 * d, 0.5), _wishart(rng, d, 3 * d)
+    A3, B3, _ = _nearby_ref(rng, d, k=12)
+    A4 = _wishart(rng, d, 2 * d)
+    B4 = A4 + 1e-9 * np.eye(d)
+    As = jnp.asarray(np.stack([A1, A3, A2, A4]))
+    Bs = jnp.asarray(np.stack([B1, B3, B2, B4]))
+    return As, Bs, np.array([True, False, True, False])
+
+
+def test_vmap_mixed_batch_matches_loop(rng):
+    d = 32
+    As, Bs, certified = _mixed_batch(rng, d)
+    vals, bounds = jax.vmap(bures._eigvals_value)(As, Bs)
+    np.testing.assert_array_equal(np.asarray(bures._certified(vals, bounds)), certified)
+    mus = gj.Gaussian(jnp.zeros((4, d)), As)
+    nus = gj.Gaussian(jnp.ones((4, d)), Bs)
+    batched = jax.jit(jax.vmap(gj.bures_wasserstein2))(mus, nus)
+    f = jax.jit(gj.bures_wasserstein2)
+    loop = [
+        float(f(gj.Gaussian(mus.mean[i], As[i]), gj.Gaussian(nus.mean[i], Bs[i]))) for i in range(4)
+    ]
+    np.testing.assert_allclose(np.asarray(batched), loop, rtol=1e-12)
+    nested = jax.jit(jax.vmap(jax.vmap(bures._cov_term)))(
+        As.reshape(2, 2, d, d), Bs.reshape(2, 2, d, d)
+    )
+    cov = [float(bures._cov_term(As[i], Bs[i])) for i in range(4)]
+    np.testing.assert_allclose(np.asarray(nested).ravel(), cov, rtol=1e-12, atol=1e-300)
+    one_side = jax.jit(jax.vmap(bures._cov_term, in_axes=(None, 0)))(As[0], Bs)
+    ref = [float(bures._cov_term(As[0], Bs[i])) for i in range(4)]
+    np.testing.assert_allclose(np.asarray(one_side), ref, rtol=1e-12)
+    assert np.all(np.asarray(batched) >= 0.0)
+
+
+def test_procrustes_runs_only_where_needed(rng, monkeypatch):
+    d = 32
+    calls = _count_procrustes(monkeypatch)
+    As, Bs, certified = _mixed_batch(rng, d)
+    fast = np.flatnonzero(certified)
+    # Under vmap with every member certified the fallback branch is never executed ...
+    out = jax.jit(jax.vmap(lambda A, B: bures._cov_term(A, B)))(As[fast], Bs[fast])
+    jax.block_until_ready(out)
+    jax.effects_barrier()
+    assert not calls
+    # ... and runs (once, for the whole batch) when one member is not.
+    jax.block_until_ready(jax.jit(jax.vmap(lambda A, B: bures._cov_term(A, B)))(As, Bs))
+    jax.effects_barrier()
+    assert len(calls) == 1
+    calls.clear()
+    for i, ok in enumerate(certified):  # unbatched: lax.cond
+        jax.block_until_ready(jax.jit(lambda A, B: bures._cov_term(A, B))(As[i], Bs[i]))
+        jax.effects_barrier()
+        assert len(calls) == (0 if ok else 1)
+        calls.clear()
+
+
+def _subjaxprs(eqn):
+    for v in eqn.params.values():
+        for x in v if isinstance(v, (tuple, list)) else (v,):
+            if isinstance(x, jax.extend.core.ClosedJaxpr):
+                yield x.jaxpr
+            elif isinstance(x, jax.extend.core.Jaxpr):
+                yield x
+
+
+def _primitives(jaxpr, *, into_cond):
+    """Primitive names in ``jaxpr`` and its sub-jaxprs (cond branches only if asked)."""
+    names = []
+    for eqn in jaxpr.eqns:
+        names.append(eqn.primitive.name)
+        if eqn.primitive.name != "cond" or into_cond:
+            for sub in _subjaxprs(eqn):
+                names += _primitives(sub, into_cond=into_cond)
+    return names
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_procrustes_svd_only_inside_the_cond(rng, batched):
+    # The batching rule emits one cond, not a select of both routes: the Procrustes SVD
+    # appears only inside a cond branch (unbatched: lax.cond directly).
+    d = 16
+    A, B = jnp.asarray(_wishart(rng, d, 2 * d)), jnp.asarray(_wishart(rng, d, 2 * d, 0.1))
+    if batched:
+        f, args = jax.vmap(bures._cov_term), (jnp.stack([A, B]), jnp.stack([B, A]))
+    else:
+        f, args = bures._cov_term, (A, B)
+    jaxpr = jax.make_jaxpr(jax.jit(f))(*args).jaxpr
+    inside = _primitives(jaxpr, into_cond=True)
+    outside = _primitives(jaxpr, into_cond=False)
+    assert "svd" in inside and "cond" in outside
+    assert "svd" not in outside
+    assert ("custom_vmap_call" in outside) != batched  # batched: the rule's own jaxpr
+
+
+def _old_cov_term():
+    """The previous implementation: Procrustes value, the same derivative rule."""
+
+    @jax.custom_jvp
+    def old(A, B):
+        return bures._procrustes_value(A, B)
+
+    @old.defjvp
+    def old_jvp(primals, tangents):
+        (A, B), (dA, dB) = primals, tangents
+        gA, gB = bures._cov_term_grads(A, B)
+        return old(A, B), jnp.sum(gA * dA) + jnp.sum(gB * dB)
+
+    return old
+
+
+@pytest.mark.parametrize("d", [8, 48])
+def test_grad_unchanged(rng, d):
+    old = _old_cov_term()
+    A, B = jnp.asarray(_wishart(rng, d, 2 * d)), jnp.asarray(_wishart(rng, d, 2 * d, 0.1))
+    g_new = jax.jit(jax.grad(bures._cov_term, argnums=(0, 1)))(A, B)
+    g_old = jax.jit(jax.grad(old, argnums=(0, 1)))(A, B)
+    # under differentiation the value is the sum of squares (sharing the gradient's SVD)
+    v_new = jax.jit(jax.value_and_grad(bures._cov_term))(A, B)[0]
+    np.testing.assert_allclose(float(v_new), float(old(A, B)), rtol=1e-15)
+    for x, y in zip(g_new, g_old):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-13, atol=1e-14)
+    # second order (the tangent's own rule) and under vmap
+    dA = jnp.asarray(_wishart(rng, d, d)) * 1e-2
+
+    def hvp(f):
+        return jax.jvp(lambda A: jax.grad(f)(A, B), (A,), (dA,))[1]
+
+    np.testing.assert_allclose(
+        np.asarray(hvp(bures._cov_term)), np.asarray(hvp(old)), rtol=1e-12, atol=1e-13
+    )
+    As, Bs = jnp.stack([A, A]), jnp.stack([B, A + 1e-9 * jnp.eye(d)])
+    gv_new = jax.vmap(jax.grad(bures._cov_term))(As, Bs)
+    gv_old = jax.vmap(jax.grad(old))(As, Bs)
+    np.testing.assert_allclose(np.asarray(gv_new), np.asarray(gv_old), rtol=1e-12, atol=1e-13)
+    # bures_wasserstein (sqrt): its gradient uses the value, equal to rounding
+    mu, nu = gj.Gaussian(jnp.zeros(d), A), gj.Gaussian(jnp.ones(d), B)
+    g1 = jax.grad(lambda m: gj.bures_wasserstein(m, nu))(mu)
+    v_old = jnp.sum((mu.mean - nu.mean) ** 2) + old(A, B)
+    np.testing.assert_allclose(float(gj.bures_wasserstein2(mu, nu)), float(v_old), rtol=1e-13)
+    assert np.all(np.isfinite(np.asarray(g1.cov)))
+
+
+def test_value_under_jit_vmap_grad_float32(rng):
+    d = 24
+    A = jnp.asarray(_wishart(rng, d, 4 * d), jnp.float32)
+    B = jnp.asarray(_wishart(rng, d, 4 * d, 0.1), jnp.float32)
+    v = jax.jit(bures._cov_term)(A, B)
+    v64 = bures._cov_term(A.astype(jnp.float64), B.astype(jnp.float64))
+    np.testing.assert_allclose(float(v), float(v64), rtol=1e-4)
+    g = jax.grad(bures._cov_term)(A, B)
+    assert g.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(g)))
