@@ -127,6 +127,7 @@ def _arg_terms(fn: Callable, f: Callable, args: Sequence, dargs: Sequence):
     for m, (a, da) in enumerate(zip(args, dargs)):
         if type(da) is ad.Zero:
             continue
+        da = jnp.asarray(da)  # a Python-scalar tangent (jax.jvp(..., 0.0)) is not indexable
         for index in np.ndindex(jnp.shape(a)):
             term = da[index] * fn(_Derived(f, arg=m, index=index))
             out = term if out is None else out + term
@@ -280,6 +281,7 @@ def _frechet_jvp(primals, tangents, *, f, method, n_args, k, batch):
         for m, (a, da) in enumerate(zip(args, dargs)):
             if type(da) is ad.Zero:
                 continue
+            da = jnp.asarray(da)
             nb = sum(1 for _, ax in batch if ax[1 + m] == 0)
             for index in np.ndindex(jnp.shape(a)[nb:]):
                 fm = _Derived(f, arg=m, index=index)

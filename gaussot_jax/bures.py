@@ -137,7 +137,7 @@ def _cov_term_grads(A, B):
 @_cov_term_grads.defjvp
 def _cov_term_grads_jvp(primals, tangents):
     # optimization_barrier orders the SVD stage before the trace form's stacked LAPACK
-    # calls (see linalg._trace_fn_jvp on concurrent batched LAPACK calls on a small CPU).
+    # calls (see _trace._trace_fn_jvp on concurrent batched LAPACK calls on a small CPU).
     grads = _cov_term_grads(*primals)
     grads, primals = jax.lax.optimization_barrier((grads, primals))
     return grads, jax.jvp(_trace_form_grads, primals, tangents)[1]

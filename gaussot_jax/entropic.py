@@ -437,7 +437,7 @@ def _phi_dd(a, b, eps):
 def _sd_cov_naive(A, B, eps):
     """``(OT(A,B) - OT(A,A)/2 - OT(B,B)/2`` covariance part, scale)`` by three traces."""
     # The traces cancel exactly, leaving the three trace functions, evaluated as one
-    # stacked batch (one LAPACK call at a time; see linalg._trace_fn_jvp on concurrent
+    # stacked batch (one LAPACK call at a time; see _trace._trace_fn_jvp on concurrent
     # batched LAPACK calls on a small CPU).
     A, B = A + 0.0 * B, B + 0.0 * A  # one sharding, so they stack
     t = jax.vmap(lambda X, Y: trace_fn(_balanced_g, X, Y, eps))(
@@ -553,7 +553,7 @@ def _svd_2x2(M):
 def _sd_factors(A, B):
     """``(a, b, V_A, V_B, X, Y, W, s, Q^T)``: eigh of ``A`` and of ``B``, SVD of ``Y X``."""
     # Two eigendecompositions ordered by a barrier (one LAPACK stage at a time, see
-    # linalg._trace_fn_jvp), not one stacked call: under vmap a covariance the batch
+    # _trace._trace_fn_jvp), not one stacked call: under vmap a covariance the batch
     # shares (a row of gj.pairwise) then stays unbatched, decomposed once, not per pair.
     a, VA = _eigh_psd(A)
     a, VA, B = jax.lax.optimization_barrier((a, VA, B))
@@ -616,7 +616,7 @@ def _sd_cov_grads(A, B, eps):
 @_sd_cov_grads.defjvp
 def _sd_cov_grads_jvp(primals, tangents):
     # optimization_barrier orders the SVD stage before the trace form's stacked LAPACK
-    # calls (see linalg._trace_fn_jvp on concurrent batched LAPACK calls on a small CPU).
+    # calls (see _trace._trace_fn_jvp on concurrent batched LAPACK calls on a small CPU).
     grads = _sd_cov_grads(*primals)
     grads, primals = jax.lax.optimization_barrier((grads, primals))
     return grads, jax.jvp(_sd_cov_grads_trace, primals, tangents)[1]

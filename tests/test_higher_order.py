@@ -257,3 +257,17 @@ def test_second_order_under_vmap(rng):
     g_outer = jax.jit(jax.grad(lambda Ss: jnp.sum(jax.vmap(loss)(Ss))))(Ss)
     g_inner = np.asarray(jax.vmap(jax.grad(loss))(Ss))
     np.testing.assert_allclose(g_outer, g_inner, rtol=0, atol=_roundoff(d, g_inner))
+
+
+def test_python_scalar_tangent_of_a_parameter():
+    # jax.jvp with a Python-float tangent for g's parameter (eps): the Frechet rule
+    # indexed the tangent and raised TypeError ('float' object is not subscriptable).
+    from gaussot_jax.entropic import _sd_cov_naive
+
+    A, B = 2.0 * jnp.eye(4), jnp.diag(jnp.arange(1.0, 5.0))
+    grad = jax.grad(lambda *p: _sd_cov_naive(*p)[0], argnums=(0, 1, 2))
+    dA, dB = jnp.ones((4, 4)), jnp.zeros((4, 4))
+    scalar = jax.jvp(grad, (A, B, 0.5), (dA, dB, 0.3))[1]
+    array = jax.jvp(grad, (A, B, jnp.asarray(0.5)), (dA, dB, jnp.asarray(0.3)))[1]
+    for x, y in zip(scalar, array):
+        np.testing.assert_array_equal(x, y)
