@@ -297,18 +297,78 @@ def _old_cov_term():
     return old
 
 
+def _mp_maps(A, B, dps=40):
+    """``(T_A, T_B)`` of the stored ``A``, ``B`` in ``dps``-digit arithmetic (mpmath).
+
+    ``T_A = A^{-1/2} (A^{1/2} B A^{1/2})^{1/2} A^{-1/2}`` (the Monge map from A to B) and
+    ``T_B`` its inverse, by symmetric eigendecompositions; ``grad = I - T``.
+    """
+    import mpmath as mp
+
+    def fn(S, p):
+        E, Q = mp.eigsy(S)
+        return Q * mp.diag([e**p for e in E]) * Q.T
+
+    with mp.workdps(dps):
+        Am, Bm = mp.matrix(np.asarray(A, float).tolist()), mp.matrix(np.asarray(B, float).tolist())
+        Ah, Aih, Bh, Bih = fn(Am, 0.5), fn(Am, -0.5), fn(Bm, 0.5), fn(Bm, -0.5)
+        TA = Aih * fn(Ah * Bm * Ah, 0.5) * Aih
+        TB = Bih * fn(Bh * Am * Bh, 0.5) * Bih
+        return (np.array(T.tolist(), dtype=np.float64) for T in (TA, TB))
+
+
+def _conditioned(rng, d, cond):
+    Q = np.linalg.qr(rng.normal(size=(d, d)))[0]
+    return (Q * np.geomspace(1.0, 1.0 / cond, d)) @ Q.T
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+@pytest.mark.parametrize("d", [4, 8, 16])
+def test_certified_gradient_within_its_bound(rng, d, dtype):
+    # Under differentiation value and gradient come from one Cholesky and one eigh where
+    # certified (bures._eigh_value_grads). Against 40-digit references of the stored
+    # inputs, the gradient's 2-norm error is within the route's own bound; well-conditioned
+    # pairs take the route in float64 (the test cannot pass by rejecting everything),
+    # ill-conditioned ones fall back to the Procrustes gradient, and float32 always does.
+    eps = float(jnp.finfo(dtype).eps)
+    eye = np.eye(d)
+    taken = {}
+    for cond in (10.0, 1e3, 1e6):
+        for _ in range(2):
+            A = np.asarray(jnp.asarray(_conditioned(rng, d, cond) * 3.0, dtype))
+            B = np.asarray(jnp.asarray(_conditioned(rng, d, cond), dtype))
+            value, gA, gB, ok, err_a, err_b = jax.jit(bures._eigh_value_grads)(A, B)
+            TA, TB = _mp_maps(A, B)
+            taken.setdefault(cond, []).append(bool(ok))
+            if ok:
+                for g, T, err in ((gA, TA, err_a), (gB, TB, err_b)):
+                    miss = np.linalg.norm(np.asarray(g, np.float64) - (eye - T), 2)
+                    assert miss <= float(err), (cond, miss, float(err))
+                    assert float(err) <= np.sqrt(eps) * (1.0 + np.linalg.norm(T))
+            # the public derivative: this route where certified, else the Procrustes one
+            public = jax.jit(jax.value_and_grad(bures._cov_term, argnums=(0, 1)))
+            pv, (pA, pB) = public(jnp.asarray(A), jnp.asarray(B))
+            taken_here = bool(ok) and dtype == jnp.float64  # float32: Procrustes always
+            ref = (value, gA, gB) if taken_here else bures._procrustes_value_grads(A, B)
+            tol = 16 * eps
+            np.testing.assert_allclose(float(pv), float(ref[0]), rtol=tol)
+            for x, y in zip((pA, pB), ref[1:]):
+                scale = 1.0 + float(jnp.max(jnp.abs(y)))
+                np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=tol * scale)
+    if dtype == jnp.float64:
+        assert all(taken[10.0])
+    assert not any(taken[1e6])
+
+
 @pytest.mark.parametrize("d", [8, 48])
-def test_grad_unchanged(rng, d):
+def test_grad_rule_and_fallback(rng, d):
     old = _old_cov_term()
     A, B = jnp.asarray(_wishart(rng, d, 2 * d)), jnp.asarray(_wishart(rng, d, 2 * d, 0.1))
-    g_new = jax.jit(jax.grad(bures._cov_term, argnums=(0, 1)))(A, B)
-    g_old = jax.jit(jax.grad(old, argnums=(0, 1)))(A, B)
-    # under differentiation the value is the sum of squares (sharing the gradient's SVD)
-    v_new = jax.jit(jax.value_and_grad(bures._cov_term))(A, B)[0]
-    np.testing.assert_allclose(float(v_new), float(old(A, B)), rtol=1e-15)
-    for x, y in zip(g_new, g_old):
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-13, atol=1e-14)
-    # second order (the tangent's own rule) and under vmap
+    # value under differentiation: the certified trace form, within its bound
+    v_new = float(jax.jit(jax.value_and_grad(bures._cov_term))(A, B)[0])
+    value, bound = bures._eigvals_value(A, B)
+    assert abs(v_new - float(old(A, B))) <= 2.0 * float(bound)
+    # second order (the tangent's own rule: the trace form's, unchanged) and under vmap
     dA = jnp.asarray(_wishart(rng, d, d)) * 1e-2
 
     def hvp(f):
@@ -317,15 +377,18 @@ def test_grad_unchanged(rng, d):
     np.testing.assert_allclose(
         np.asarray(hvp(bures._cov_term)), np.asarray(hvp(old)), rtol=1e-12, atol=1e-13
     )
+    # a batch with an uncertified member (a nearby pair): Procrustes where uncertified
     As, Bs = jnp.stack([A, A]), jnp.stack([B, A + 1e-9 * jnp.eye(d)])
+    ok = jax.vmap(bures._eigh_value_grads)(As, Bs)[3]
+    assert not bool(ok[1])
     gv_new = jax.vmap(jax.grad(bures._cov_term))(As, Bs)
     gv_old = jax.vmap(jax.grad(old))(As, Bs)
-    np.testing.assert_allclose(np.asarray(gv_new), np.asarray(gv_old), rtol=1e-12, atol=1e-13)
-    # bures_wasserstein (sqrt): its gradient uses the value, equal to rounding
+    np.testing.assert_allclose(np.asarray(gv_new[1]), np.asarray(gv_old[1]), rtol=1e-12, atol=1e-13)
+    single = jax.grad(bures._cov_term)(As[0], Bs[0])
+    np.testing.assert_allclose(np.asarray(gv_new[0]), np.asarray(single), rtol=1e-12, atol=1e-13)
+    # bures_wasserstein (sqrt): finite gradient
     mu, nu = gj.Gaussian(jnp.zeros(d), A), gj.Gaussian(jnp.ones(d), B)
     g1 = jax.grad(lambda m: gj.bures_wasserstein(m, nu))(mu)
-    v_old = jnp.sum((mu.mean - nu.mean) ** 2) + old(A, B)
-    np.testing.assert_allclose(float(gj.bures_wasserstein2(mu, nu)), float(v_old), rtol=1e-13)
     assert np.all(np.isfinite(np.asarray(g1.cov)))
 
 
