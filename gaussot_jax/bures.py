@@ -19,7 +19,9 @@ the minimiser only at second order, so ``|dW2| <= ||dX||_F + ||dY||_F``: the err
 
 For ``d >= 4`` the value is taken from the cheaper eigenvalue-only trace form where an
 a-posteriori bound certifies it to relative accuracy ``sqrt(eps)``, and from the sum of
-squares elsewhere (``_eigvals_value`` and the comment above it).
+squares elsewhere (``_eigvals_value`` and the comment above it); under differentiation
+value and gradient share one Cholesky and one eigendecomposition where a bound certifies
+both (``_eigh_value_grads``), else the Procrustes SVD.
 """
 
 from __future__ import annotations
@@ -81,10 +83,13 @@ def _cov_term_trace(A, B):
 def _procrustes_svd(A, B):
     """``(X, Y, P, s, Q^T)``: ``X = A^{1/2}``, ``Y = B^{1/2}`` and the SVD ``Y X = P diag(s) Q^T``.
 
-    The two square roots are one stacked eigendecomposition, the SVD one LAPACK call.
+    Two square roots ordered by a barrier (one LAPACK stage at a time, see
+    _trace._trace_fn_jvp), not one stacked call: under vmap a covariance the batch shares
+    (a row of gj.pairwise) stays unbatched and is decomposed once, not once per pair.
     """
-    A, B = A + 0.0 * B, B + 0.0 * A  # one batching and sharding, so they stack
-    X, Y = jax.vmap(sqrtm)(jnp.stack([sym(A), sym(B)]))
+    X = sqrtm(sym(A))
+    X, B = jax.lax.optimization_barrier((X, B))
+    Y = sqrtm(sym(B))
     P, s, Qt = jnp.linalg.svd(Y @ X)
     return X, Y, P, s, Qt
 
@@ -92,8 +97,8 @@ def _procrustes_svd(A, B):
 def procrustes_residual(A, B):
     """``(X - Y U, U, X)``: ``X = A^{1/2}``, ``Y = B^{1/2}``, ``U`` the polar factor of ``Y X``.
 
-    ``||X - Y U||_F^2 = min_U ||A^{1/2} - B^{1/2} U||_F^2`` (module docstring); the two
-    square roots are one stacked eigendecomposition, the polar factor one SVD.
+    ``||X - Y U||_F^2 = min_U ||A^{1/2} - B^{1/2} U||_F^2`` (module docstring); the polar
+    factor is one SVD.
     """
     X, Y, P, _, Qt = _procrustes_svd(A, B)
     U = P @ Qt
@@ -296,19 +301,68 @@ def _batch(axis_size, in_batched, *Ms):
     )
 
 
-@_certified_cov_term.def_vmap
-def _certified_cov_term_vmap(axis_size, in_batched, A, B):
+def _batch_route(route):
+    """``route(A, B)`` on ``(n, d, d)`` batches; further ``vmap`` axes fold into ``n``.
+
+    A batching rule is traced once, with the innermost batch axis; an outer ``vmap``
+    (``gj.pairwise`` is two) would then batch the rule's own ``lax.cond`` into a select of
+    both branches, so every pair paid for both routes. Here the outer axes are folded into
+    the batch instead (the shared covariance of a pairwise row is broadcast, at the cost
+    of one Cholesky per pair), and the cond stays a cond.
+    """
+
+    @jax.custom_batching.custom_vmap
+    def batched(A, B):
+        return route(A, B)
+
+    @batched.def_vmap
+    def _(axis_size, in_batched, A, B):
+        A, B = _batch(axis_size, in_batched, A, B)
+        out = batched(A.reshape(-1, *A.shape[-2:]), B.reshape(-1, *B.shape[-2:]))
+        unflat = jax.tree.map(lambda x: x.reshape(axis_size, -1, *x.shape[1:]), out)
+        return unflat, jax.tree.map(lambda _: True, out)
+
+    return batched
+
+
+def _patch(ok, out, fallback, A, B):
+    """``out`` with its members where ``~ok`` replaced by ``fallback`` of theirs.
+
+    ``fallback`` runs only on the uncertified members, gathered into the smallest of a
+    few static sizes (``n / 64``, ``n / 8``, ``n``) that holds them (``lax.switch``; no
+    call at all when every member is certified): a pairwise matrix of a set against
+    itself, whose diagonal pairs are equal and so never certified, pays the fallback
+    for ``n / 64`` of its pairs, not all.
+    """
+    n = ok.shape[0]
+    sizes = sorted({max(1, n // 64), max(1, n // 8), n})
+    bad = ~ok
+    count = jnp.sum(bad)
+
+    def patched(k):
+        idx = jnp.nonzero(bad, size=k, fill_value=n)[0]  # fill: n, out of bounds
+        safe = jnp.minimum(idx, n - 1)  # the fill entries evaluate a real member...
+        sub = fallback(A[safe], B[safe])
+        # ...and are dropped here, so no index is written twice
+        return jax.tree.map(lambda x, y: x.at[idx].set(y, mode="drop"), out, sub)
+
+    branches = [lambda: out] + [lambda k=k: patched(k) for k in sizes]
+    which = jnp.where(count == 0, 0, 1 + jnp.searchsorted(jnp.asarray(sizes), count))
+    return jax.lax.switch(which, branches)
+
+
+@_batch_route
+def _cov_term_batch(A, B):
     # A lax.cond under vmap becomes a select of both branches; instead the eigenvalue
     # route runs for every member and the Procrustes form, for the whole batch, only
     # where some member is not certified.
-    A, B = _batch(axis_size, in_batched, A, B)
     value, bound = jax.vmap(_eigvals_value)(A, B)
-    ok = _certified(value, bound)
+    return _patch(_certified(value, bound), value, jax.vmap(_procrustes_value), A, B)
 
-    def fallback():
-        return jnp.where(ok, value, jax.vmap(_procrustes_value)(A, B))
 
-    return jax.lax.cond(jnp.all(ok), lambda: value, fallback), True
+@_certified_cov_term.def_vmap
+def _certified_cov_term_vmap(axis_size, in_batched, A, B):
+    return _cov_term_batch(*_batch(axis_size, in_batched, A, B)), True
 
 
 # --------------------------------------------------------------------------------------
@@ -392,20 +446,17 @@ def _certified_value_grads(A, B):
     return jax.lax.cond(ok, lambda: (value, gA, gB), lambda: _procrustes_value_grads(A, B))
 
 
+@_batch_route
+def _value_grads_batch(A, B):
+    # As _cov_term_batch: the Procrustes route, for the whole batch, only where some
+    # member is not certified.
+    value, gA, gB, ok, *_ = jax.vmap(_eigh_value_grads)(A, B)
+    return _patch(ok, (value, gA, gB), jax.vmap(_procrustes_value_grads), A, B)
+
+
 @_certified_value_grads.def_vmap
 def _certified_value_grads_vmap(axis_size, in_batched, A, B):
-    # As _certified_cov_term_vmap: the Procrustes route, for the whole batch, only where
-    # some member is not certified.
-    A, B = _batch(axis_size, in_batched, A, B)
-    value, gA, gB, ok, *_ = jax.vmap(_eigh_value_grads)(A, B)
-
-    def fallback():
-        pv, pA, pB = jax.vmap(_procrustes_value_grads)(A, B)
-        keep = ok[:, None, None]
-        return jnp.where(ok, value, pv), jnp.where(keep, gA, pA), jnp.where(keep, gB, pB)
-
-    out = jax.lax.cond(jnp.all(ok), lambda: (value, gA, gB), fallback)
-    return out, (True, True, True)
+    return _value_grads_batch(*_batch(axis_size, in_batched, A, B)), (True, True, True)
 
 
 @jax.custom_jvp
@@ -520,9 +571,11 @@ def bures_wasserstein2(mu: Gaussian, nu: Gaussian) -> Float[Array, ""]:
     squares would have been; an uncertified pair costs both routes (about 1.1-1.3x the
     sum of squares alone), and in float32 most pairs above ``d ~ 32`` are uncertified.
     Under ``jax.vmap`` the sum of squares runs, for the whole batch, only if some member
-    is uncertified (``jax.custom_batching``). The value route never changes the
-    gradient. The derivative
-    rule is that of the trace form (:func:`gaussot_jax.trace_fn` of ``sqrt``):
+    is uncertified (``jax.custom_batching``). Under differentiation (float64,
+    ``d >= 4``) value and gradient come from one Cholesky and one eigendecomposition
+    with eigenvectors where a first-order bound certifies the gradient to ``sqrt(eps)``
+    of ``1 + ||T||`` (``T`` the Monge map), and from the Procrustes SVD elsewhere.
+    The derivative rule is that of the trace form (:func:`gaussot_jax.trace_fn` of ``sqrt``):
     ``grad_A = I - B^{1/2} (B^{1/2} A B^{1/2})^{-1/2} B^{1/2}`` (and symmetrically for B),
     exact at repeated eigenvalues and at every order. At d = 2 the value is a closed form
     in the entries (no eigensolver, no cancellation: docs/bures.md)

@@ -278,7 +278,9 @@ def test_procrustes_svd_only_inside_the_cond(rng, batched):
     outside = _primitives(jaxpr, into_cond=False)
     assert "svd" in inside and "cond" in outside
     assert "svd" not in outside
-    assert ("custom_vmap_call" in outside) != batched  # batched: the rule's own jaxpr
+    # unbatched: the function itself; batched: the rule's route, a custom_vmap again so
+    # that an outer vmap folds into its batch (bures._batch_route)
+    assert "custom_vmap_call" in outside
 
 
 def _old_cov_term():
@@ -401,3 +403,46 @@ def test_value_under_jit_vmap_grad_float32(rng):
     np.testing.assert_allclose(float(v), float(v64), rtol=1e-4)
     g = jax.grad(bures._cov_term)(A, B)
     assert g.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(g)))
+
+
+@pytest.mark.parametrize("n_bad", [0, 1, 2, 5, 40, 130, 200])
+def test_patch_replaces_exactly_the_uncertified_members(rng, n_bad):
+    # bures._patch gathers the uncertified members into the smallest static bucket that
+    # holds them (200 -> sizes 3, 25, 200) and writes back only those; index 0 included.
+    n = 200
+    bad = np.zeros(n, bool)
+    bad[rng.choice(n, size=n_bad, replace=False)] = True
+    if n_bad:
+        bad[0] = True
+    A = jnp.asarray(rng.normal(size=(n, 2, 2)))
+    B = jnp.asarray(rng.normal(size=(n, 2, 2)))
+    out = (jnp.zeros(n), jnp.zeros((n, 2, 2)))
+
+    def fallback(A, B):
+        return A[:, 0, 0] + B[:, 1, 1], A * B
+
+    got = jax.jit(bures._patch, static_argnums=2)(jnp.asarray(~bad), out, fallback, A, B)
+    want = fallback(A, B)
+    np.testing.assert_array_equal(np.asarray(got[0]), np.where(bad, np.asarray(want[0]), 0.0))
+    np.testing.assert_array_equal(
+        np.asarray(got[1]), np.where(bad[:, None, None], np.asarray(want[1]), 0.0)
+    )
+
+
+def test_pairwise_self_matrix_under_nested_vmap(rng):
+    # gj.pairwise is two vmaps: the outer one is folded into the batch (no select of both
+    # routes), and the equal diagonal pairs, never certified, get the Procrustes value.
+    d, n = 8, 12
+    As = jnp.asarray(np.stack([_wishart(rng, d, 2 * d, 0.1) for _ in range(n)]))
+    nested = jax.vmap(jax.vmap(bures._cov_term, (None, 0)), (0, None))
+    jaxpr = jax.make_jaxpr(jax.jit(nested))(As, As).jaxpr
+    assert "svd" not in _primitives(jaxpr, into_cond=False)  # only inside a branch
+    D = np.asarray(jax.jit(nested)(As, As))
+    for i in range(n):
+        for j in (i, (i + 1) % n):
+            value, bound = bures._eigvals_value(As[i], As[j])
+            if bool(bures._certified(value, bound)):
+                assert abs(D[i, j] - float(value)) <= 2.0 * float(bound)  # both within it
+            else:
+                assert D[i, j] == float(bures._procrustes_value(As[i], As[j]))
+    assert np.all(np.diag(D) >= 0) and np.all(np.diag(D) < 1e-20)
