@@ -410,7 +410,7 @@ def _eigh_value_grads(A, B):
     w, V = jnp.linalg.eigh(sym(F.T @ B @ F))
     value, bound, eta = _value_and_bound(A, B, w, delta)
     w_min = jnp.maximum(w[0], 0.0) - eta  # eigh: ascending
-    wpos = jnp.where(w_min > 0, w_min, 1.0)
+    wpos = cast(Array, jnp.where(w_min > 0, w_min, 1.0))
     q = jnp.sqrt(jnp.sqrt(jnp.where(w > 0, w, 1.0)))  # w^{1/4} (where w_min > 0)
     ZB = F @ (V / q)
     ZA = jax.scipy.linalg.solve_triangular(F, V * q, lower=True, trans="T")
