@@ -411,7 +411,7 @@ def _eigh_value_grads(A, B):
     value, bound, eta = _value_and_bound(A, B, w, delta)
     w_min = jnp.maximum(w[0], 0.0) - eta  # eigh: ascending
     wpos = cast(Array, jnp.where(w_min > 0, w_min, 1.0))
-    q = jnp.sqrt(jnp.sqrt(jnp.where(w > 0, w, 1.0)))  # w^{1/4} (where w_min > 0)
+    q = jnp.sqrt(jnp.sqrt(cast(Array, jnp.where(w > 0, w, 1.0))))  # w^{1/4} (w_min > 0)
     ZB = F @ (V / q)
     ZA = jax.scipy.linalg.solve_triangular(F, V * q, lower=True, trans="T")
     TA, TB = ZA @ ZA.T, ZB @ ZB.T
