@@ -328,27 +328,26 @@ def _batch_route(route):
 def _patch(ok, out, fallback, A, B):
     """``out`` with its members where ``~ok`` replaced by ``fallback`` of theirs.
 
-    ``fallback`` runs only on the uncertified members, gathered into the smallest of a
-    few static sizes (``n / 64``, ``n / 8``, ``n``) that holds them (``lax.switch``; no
-    call at all when every member is certified): a pairwise matrix of a set against
-    itself, whose diagonal pairs are equal and so never certified, pays the fallback
-    for ``n / 64`` of its pairs, not all.
+    ``fallback`` runs only on the uncertified members, gathered ``c = ceil(n / 16)`` at a
+    time in a loop of ``ceil(count / c)`` steps (none when every member is certified):
+    one compiled instance of the fallback, and a pairwise matrix of a set against itself,
+    whose equal diagonal pairs are never certified, pays it for about ``n`` of its
+    ``n^2`` pairs, not all.
     """
     n = ok.shape[0]
-    sizes = sorted({max(1, n // 64), max(1, n // 8), n})
+    c = -(-n // 16)
     bad = ~ok
     count = jnp.sum(bad)
+    order = jnp.nonzero(bad, size=16 * c, fill_value=n)[0]  # uncertified first; fill: n
 
-    def patched(k):
-        idx = jnp.nonzero(bad, size=k, fill_value=n)[0]  # fill: n, out of bounds
-        safe = jnp.minimum(idx, n - 1)  # the fill entries evaluate a real member...
-        sub = fallback(A[safe], B[safe])
-        # ...and are dropped here, so no index is written twice
-        return jax.tree.map(lambda x, y: x.at[idx].set(y, mode="drop"), out, sub)
+    def step(i, acc):
+        idx = jax.lax.dynamic_slice(order, (i * c,), (c,))
+        sub = fallback(A[jnp.minimum(idx, n - 1)], B[jnp.minimum(idx, n - 1)])
+        # the fill entries (n, out of bounds) evaluated a real member and are dropped
+        # here, so no index is written twice
+        return jax.tree.map(lambda x, y: x.at[idx].set(y, mode="drop"), acc, sub)
 
-    branches = [lambda: out] + [lambda k=k: patched(k) for k in sizes]
-    which = jnp.where(count == 0, 0, 1 + jnp.searchsorted(jnp.asarray(sizes), count))
-    return jax.lax.switch(which, branches)
+    return jax.lax.fori_loop(0, (count + c - 1) // c, step, out)
 
 
 @_batch_route

@@ -253,11 +253,11 @@ def _subjaxprs(eqn):
 
 
 def _primitives(jaxpr, *, into_cond):
-    """Primitive names in ``jaxpr`` and its sub-jaxprs (cond branches only if asked)."""
+    """Primitive names in ``jaxpr`` and its sub-jaxprs (cond and while bodies if asked)."""
     names = []
     for eqn in jaxpr.eqns:
         names.append(eqn.primitive.name)
-        if eqn.primitive.name != "cond" or into_cond:
+        if eqn.primitive.name not in ("cond", "while") or into_cond:
             for sub in _subjaxprs(eqn):
                 names += _primitives(sub, into_cond=into_cond)
     return names
@@ -265,8 +265,8 @@ def _primitives(jaxpr, *, into_cond):
 
 @pytest.mark.parametrize("batched", [False, True])
 def test_procrustes_svd_only_inside_the_cond(rng, batched):
-    # The batching rule emits one cond, not a select of both routes: the Procrustes SVD
-    # appears only inside a cond branch (unbatched: lax.cond directly).
+    # The batching rule emits no select of both routes: the Procrustes SVD appears only
+    # inside a control-flow body (unbatched: a lax.cond; batched: bures._patch's loop).
     d = 16
     A, B = jnp.asarray(_wishart(rng, d, 2 * d)), jnp.asarray(_wishart(rng, d, 2 * d, 0.1))
     if batched:
@@ -276,7 +276,7 @@ def test_procrustes_svd_only_inside_the_cond(rng, batched):
     jaxpr = jax.make_jaxpr(jax.jit(f))(*args).jaxpr
     inside = _primitives(jaxpr, into_cond=True)
     outside = _primitives(jaxpr, into_cond=False)
-    assert "svd" in inside and "cond" in outside
+    assert "svd" in inside and ("while" if batched else "cond") in outside
     assert "svd" not in outside
     # unbatched: the function itself; batched: the rule's route, a custom_vmap again so
     # that an outer vmap folds into its batch (bures._batch_route)
@@ -407,8 +407,8 @@ def test_value_under_jit_vmap_grad_float32(rng):
 
 @pytest.mark.parametrize("n_bad", [0, 1, 2, 5, 40, 130, 200])
 def test_patch_replaces_exactly_the_uncertified_members(rng, n_bad):
-    # bures._patch gathers the uncertified members into the smallest static bucket that
-    # holds them (200 -> sizes 3, 25, 200) and writes back only those; index 0 included.
+    # bures._patch evaluates the fallback on the uncertified members only, 13 at a time
+    # (n = 200), and writes back exactly those; index 0 included.
     n = 200
     bad = np.zeros(n, bool)
     bad[rng.choice(n, size=n_bad, replace=False)] = True
