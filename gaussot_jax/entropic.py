@@ -31,7 +31,7 @@ from . import _checks
 from ._checks import check_epsilon as _check_epsilon
 from ._cholesky import chol_logdet
 from ._pretty import Pretty
-from .bures import check_pair, procrustes_residual
+from .bures import procrustes_residual
 from .coupling import _balanced_g, _gaussian_coupling, isotropic_terms
 from .gaussians import AffineMap, Gaussian, QuadraticPotential
 from .linalg import _eigh_psd, sym
@@ -304,7 +304,7 @@ def entropic_ot(
     if lowrank.involves(mu, nu):
         return lowrank.lowrank_entropic_ot(mu, nu, epsilon, reference)
     # Neither is low-rank (dispatched above); check_pair validates them as Gaussians.
-    mu, nu = check_pair(cast(Gaussian, mu), cast(Gaussian, nu))
+    mu, nu = _checks.check_pair(cast(Gaussian, mu), cast(Gaussian, nu))
     eps = _check_epsilon(epsilon, mu.mean.dtype)
     if reference is not None:
         return _reference_ot(mu, nu, eps, _check_reference(reference, mu, nu))
@@ -355,7 +355,7 @@ def correlation_reference(mu: Gaussian, nu: Gaussian, corr: Float[Array, "d d"])
         >>> round(float(gj.entropic_ot(mu, nu, 0.8, reference=R).cost), 6)  # docs/ref25.md
         0.510846
     """
-    mu, nu = check_pair(mu, nu)
+    mu, nu = _checks.check_pair(mu, nu)
     d = mu.dim
     dtype = mu.mean.dtype
     corr = _checks.as_float(corr, dtype)
@@ -681,6 +681,6 @@ def sinkhorn_divergence(
 
     if lowrank.involves(mu, nu):
         return lowrank.lowrank_sinkhorn_divergence(mu, nu, epsilon)
-    mu, nu = check_pair(mu, nu)
+    mu, nu = _checks.check_pair(mu, nu)
     eps = _check_epsilon(epsilon, mu.mean.dtype)
     return jnp.sum((mu.mean - nu.mean) ** 2) + _sd_cov(mu.cov, nu.cov, eps, bool(accurate))
