@@ -34,13 +34,16 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from collections.abc import Callable, Iterator
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import equinox as eqx
 import jax
 import jax.core
 import jax.numpy as jnp
 import numpy as np
+
+if TYPE_CHECKING:  # gaussians imports this module at run time
+    from .gaussians import Gaussian
 
 _TRACED = contextvars.ContextVar("gaussot_jax_traced_checks", default=False)
 
@@ -318,6 +321,23 @@ def check_measure(name: str, g, **kw):
     if is_concrete(g) or not traced_checks():
         return g
     return g.checked(name=name, **kw)
+
+
+def check_pair(
+    mu: Gaussian, nu: Gaussian, names: tuple[str, str] = ("mu", "nu")
+) -> tuple[Gaussian, Gaussian]:
+    """Both are single Gaussians of the same dimension (batch with ``jax.vmap``).
+
+    Returns ``(mu, nu)``, with their values checked at run time when traced inside
+    ``gj.checks()`` (use the returned pair).
+    """
+    from .gaussians import Gaussian  # gaussians builds on this module
+
+    for name, g in zip(names, (mu, nu)):
+        check_single(name, g, Gaussian)
+    if mu.dim != nu.dim:
+        raise ValueError(f"dimensions differ: {names[0]} has d={mu.dim}, {names[1]} d={nu.dim}")
+    return check_measure(names[0], mu), check_measure(names[1], nu)
 
 
 def error_if_not_cov(name: str, S, *, definite: bool = False):

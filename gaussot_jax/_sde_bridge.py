@@ -13,7 +13,6 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.linalg import cho_factor, cho_solve
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from . import _checks
@@ -32,13 +31,14 @@ def _pinned(M, c, Q, t, T):
     (a_t, a_r), (b_t, b_r), (S_t, S_r) = jax.vmap(_transition, (None, None, None, 0))(
         M, c, Q, jnp.stack([t, T - t])
     )
-    P = sym(b_r @ S_t @ b_r.T + S_r)
-    gain = cho_solve(cho_factor(P, lower=True), b_r @ S_t).T
-    a_T, b_T = a_r + b_r @ a_t, b_r @ b_t
+    # The Bayes map of N(a_t, S_t) observed through y = a_r + b_r X_t + N(0, S_r) gives the
+    # gain and u = a_t - gain a_T; the covariance is kept here in Joseph form (PSD).
+    obs = LinearGaussianKernel(a_r, b_r, S_r, validate=False)
+    back = obs.bayes(Gaussian(a_t, S_t, validate=False))
+    gain = back.beta
     R = jnp.eye(d, dtype=M.dtype) - gain @ b_r
     Sigma = sym(R @ S_t @ R.T + gain @ S_r @ gain.T)
-    u = a_t - gain @ a_T
-    return u, jnp.concatenate([b_t - gain @ b_T, gain], axis=1), Sigma
+    return back.alpha, jnp.concatenate([b_t - gain @ (b_r @ b_t), gain], axis=1), Sigma
 
 
 @functools.partial(jax.jit, static_argnums=8)

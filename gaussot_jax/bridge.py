@@ -27,7 +27,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from . import _checks
 from ._cholesky import chol_logdet
 from ._pretty import Pretty
-from .coupling import solve_coupling
+from .coupling import _gaussian_coupling
 from .gaussians import AffineMap, Gaussian, LinearGaussianKernel, QuadraticPotential
 from .linalg import sqrtm_unchecked as sqrtm
 from .linalg import sym
@@ -145,10 +145,15 @@ def _chol_solve(L: Array, B: Array) -> Array:
     return jax.scipy.linalg.cho_solve((L, True), B)
 
 
+def _weight(kernel: LinearGaussianKernel) -> tuple[Array, Array]:
+    """``(L, W)``: the Cholesky factor of ``tau`` and ``W = beta^T tau^{-1}`` from it."""
+    L = jnp.linalg.cholesky(sym(kernel.tau))
+    return L, _chol_solve(L, kernel.beta).T
+
+
 def reference_weight(kernel: LinearGaussianKernel) -> Float[Array, "d1 d2"]:
     """``W = beta^T tau^{-1}`` by a Cholesky solve (no explicit inverse)."""
-    L = jnp.linalg.cholesky(sym(kernel.tau))
-    return _chol_solve(L, kernel.beta).T
+    return _weight(kernel)[1]
 
 
 def _rate_terms(S1: Array, S2: Array, W: Array) -> tuple[Array, Array]:
@@ -166,16 +171,13 @@ def _rate_terms(S1: Array, S2: Array, W: Array) -> tuple[Array, Array]:
 def _bridge(eta: Gaussian, mu: Gaussian, kernel: LinearGaussianKernel) -> SchrodingerBridge:
     m1, S1, m2, S2 = eta.mean, eta.cov, mu.mean, mu.cov
     alpha, beta, tau = kernel.alpha, kernel.beta, kernel.tau
-    L = jnp.linalg.cholesky(sym(tau))
-    W = _chol_solve(L, beta).T  # beta^T tau^{-1}, (d1, d2)
-    sol = solve_coupling(S1, S2, W)
-    tau_s = sol.cond_cov
-    beta_s = tau_s @ W.T
-    alpha_s = m2 - beta_s @ m1
-    forward = LinearGaussianKernel(alpha_s, beta_s, tau_s, validate=False)
+    L, W = _weight(kernel)  # W = beta^T tau^{-1}, (d1, d2)
+    # The core coupling: forward = (alpha*, beta*, tau*) = (m2 - beta* m1, tau* W^T, S).
+    cp = _gaussian_coupling(eta, mu, W)
+    forward = cp.forward
+    alpha_s, beta_s, tau_s = forward.alpha, forward.beta, forward.tau
     backward = forward.bayes(eta)
-    C = sol.cross_cov
-    plan = Gaussian(jnp.concatenate([m1, m2]), sym(jnp.block([[S1, C], [C.T, S2]])), validate=False)
+    plan = cp.plan
 
     # KL(P* || P0) = E_eta KL(N(m*(x), tau*) || N(m(x), tau)), m*(x) - m(x) = delta + D x:
     # 1/2 [Tr(tau^{-1} tau*) - d2 + logdet tau - logdet tau*
@@ -215,13 +217,13 @@ def _bridge(eta: Gaussian, mu: Gaussian, kernel: LinearGaussianKernel) -> Schrod
         target=mu,
         forward=forward,
         backward=backward,
-        cross_cov=C,
+        cross_cov=cp.solution.cross_cov,
         plan=plan,
         kl=kl,
         rate=rate,
         mean_rate=mean_rate,
         potentials=(U, V),
-        transport_map=AffineMap(beta_s, alpha_s),
+        transport_map=cp.transport_map,
     )
 
 

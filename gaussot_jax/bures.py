@@ -52,21 +52,6 @@ from .linalg import (
 __all__ = ["bures_wasserstein", "bures_wasserstein2", "mccann_interpolation", "monge_map"]
 
 
-def check_pair(
-    mu: Gaussian, nu: Gaussian, names: tuple[str, str] = ("mu", "nu")
-) -> tuple[Gaussian, Gaussian]:
-    """Both are single Gaussians of the same dimension (batch with ``jax.vmap``).
-
-    Returns ``(mu, nu)``, with their values checked at run time when traced inside
-    ``gj.checks()`` (use the returned pair).
-    """
-    for name, g in zip(names, (mu, nu)):
-        _checks.check_single(name, g, Gaussian)
-    if mu.dim != nu.dim:
-        raise ValueError(f"dimensions differ: {names[0]} has d={mu.dim}, {names[1]} d={nu.dim}")
-    return _checks.check_measure(names[0], mu), _checks.check_measure(names[1], nu)
-
-
 def _sqrt(lam):
     return jnp.sqrt(lam)
 
@@ -599,7 +584,7 @@ def bures_wasserstein2(mu: Gaussian, nu: Gaussian) -> Float[Array, ""]:
 
     if lowrank.involves(mu, nu):
         return lowrank.lowrank_bures_wasserstein2(mu, nu)
-    mu, nu = check_pair(mu, nu)
+    mu, nu = _checks.check_pair(mu, nu)
     cov_term = _cov_term_2x2 if mu.dim == 2 else _cov_term
     return jnp.sum((mu.mean - nu.mean) ** 2) + cov_term(mu.cov, nu.cov)
 
@@ -673,7 +658,7 @@ def monge_map(mu: Gaussian, nu: Gaussian) -> AffineMap:
         >>> T(jnp.zeros((5, 2))).shape  # x -> 1 + 2 x on a batch of points
         (5, 2)
     """
-    mu, nu = check_pair(mu, nu)
+    mu, nu = _checks.check_pair(mu, nu)
     A = _checks.check_cov("mu.cov", mu.cov, definite=True)
     XA, ZA = sqrtm(A), inv_sqrtm(A)
     T = sym(ZA @ sqrtm(sym(XA @ nu.cov @ XA)) @ ZA)

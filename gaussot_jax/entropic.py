@@ -31,8 +31,8 @@ from . import _checks
 from ._checks import check_epsilon as _check_epsilon
 from ._cholesky import chol_logdet
 from ._pretty import Pretty
-from .bures import check_pair, procrustes_residual
-from .coupling import _balanced_g, isotropic_terms, solve_coupling
+from .bures import procrustes_residual
+from .coupling import _balanced_g, _gaussian_coupling, isotropic_terms
 from .gaussians import AffineMap, Gaussian, QuadraticPotential
 from .linalg import _eigh_psd, sym
 from .linalg import sqrtm_unchecked as sqrtm
@@ -171,10 +171,9 @@ def _reference_ot(mu: Gaussian, nu: Gaussian, eps: Array, ref: Gaussian) -> Entr
     Lam = sym(cho((L_R, True), jnp.eye(2 * d, dtype=a.dtype)))
     Lam11, Lam12, Lam22 = Lam[:d, :d], Lam[:d, d:], Lam[d:, d:]
     W = (2.0 / eps) * eye - Lam12
-    fwd = solve_coupling(A, B, W)
-    bwd = solve_coupling(B, A, W.T)
-    C = fwd.cross_cov
-    plan = Gaussian(jnp.concatenate([a, b]), sym(jnp.block([[A, C], [C.T, B]])), validate=False)
+    cp = _gaussian_coupling(mu, nu, W)
+    fwd, bwd = cp.solution, cp.reverse().solution
+    C, plan = fwd.cross_cov, cp.plan
     # Plug-in value [REF25, Cor 3.1]: E||x-y||^2 + eps KL(pi || R), with
     #   2 KL(pi || R) = Tr(Lambda Sigma_pi) + delta^T Lambda delta - 2d + logdet Sigma_R
     #                   - logdet Sigma_pi,     delta = (a, b) - r,
@@ -206,13 +205,12 @@ def _reference_ot(mu: Gaussian, nu: Gaussian, eps: Array, ref: Gaussian) -> Entr
     const = fwd.kl + log_ratio
     P = sym(W @ fwd.cond_cov @ W.T + A_inv - Lam11)
     Q = sym(W.T @ bwd.cond_cov @ W + B_inv - Lam22)
-    T = fwd.cond_cov @ W.T
     return EntropicOT(
         cost=cost,
         cross_cov=C,
         plan=plan,
         potentials=_potentials(a, b, P, Q, const, eps, Lam_delta[:d], Lam_delta[d:]),
-        transport_map=AffineMap(T, b - T @ a),
+        transport_map=cp.transport_map,
         epsilon=eps,
     )
 
@@ -306,25 +304,22 @@ def entropic_ot(
     if lowrank.involves(mu, nu):
         return lowrank.lowrank_entropic_ot(mu, nu, epsilon, reference)
     # Neither is low-rank (dispatched above); check_pair validates them as Gaussians.
-    mu, nu = check_pair(cast(Gaussian, mu), cast(Gaussian, nu))
+    mu, nu = _checks.check_pair(cast(Gaussian, mu), cast(Gaussian, nu))
     eps = _check_epsilon(epsilon, mu.mean.dtype)
     if reference is not None:
         return _reference_ot(mu, nu, eps, _check_reference(reference, mu, nu))
-    a, b, A, B = mu.mean, nu.mean, mu.cov, nu.cov
-    W = (2.0 / eps) * jnp.eye(mu.dim, dtype=a.dtype)
-    fwd = solve_coupling(A, B, W)
-    bwd = solve_coupling(B, A, W.T)
-    C = fwd.cross_cov
-    plan = Gaussian(jnp.concatenate([a, b]), sym(jnp.block([[A, C], [C.T, B]])), validate=False)
+    W = (2.0 / eps) * jnp.eye(mu.dim, dtype=mu.mean.dtype)
+    cp = _gaussian_coupling(mu, nu, W)
+    fwd, bwd = cp.solution, cp.reverse().solution
+    plan = cp.plan
     P = sym(W @ fwd.cond_cov @ W.T)
     Q = sym(W.T @ bwd.cond_cov @ W)
-    T = fwd.cond_cov @ W.T
     return EntropicOT(
         cost=_balanced_cost(mu, nu, eps),
-        cross_cov=C,
+        cross_cov=fwd.cross_cov,
         plan=plan,
-        potentials=_potentials(a, b, P, Q, fwd.kl, eps),
-        transport_map=AffineMap(T, b - T @ a),
+        potentials=_potentials(mu.mean, nu.mean, P, Q, fwd.kl, eps),
+        transport_map=cp.transport_map,
         epsilon=eps,
     )
 
@@ -360,7 +355,7 @@ def correlation_reference(mu: Gaussian, nu: Gaussian, corr: Float[Array, "d d"])
         >>> round(float(gj.entropic_ot(mu, nu, 0.8, reference=R).cost), 6)  # docs/ref25.md
         0.510846
     """
-    mu, nu = check_pair(mu, nu)
+    mu, nu = _checks.check_pair(mu, nu)
     d = mu.dim
     dtype = mu.mean.dtype
     corr = _checks.as_float(corr, dtype)
@@ -686,6 +681,6 @@ def sinkhorn_divergence(
 
     if lowrank.involves(mu, nu):
         return lowrank.lowrank_sinkhorn_divergence(mu, nu, epsilon)
-    mu, nu = check_pair(mu, nu)
+    mu, nu = _checks.check_pair(mu, nu)
     eps = _check_epsilon(epsilon, mu.mean.dtype)
     return jnp.sum((mu.mean - nu.mean) ** 2) + _sd_cov(mu.cov, nu.cov, eps, bool(accurate))

@@ -1042,11 +1042,11 @@ def _unbalanced_plan(a: LowRankGaussian, b: LowRankGaussian, eps, gam, lam) -> L
     dtype = red.sa.dtype
     one = jnp.ones((), dtype)
     z1 = jnp.zeros(1, dtype)
-    cov_1 = _uot(one, z1, red.sa[None, None], one, z1, red.sb[None, None], eps, gam)[-1]
+    cov_1 = _uot(one, z1, red.sa[None, None], one, z1, red.sb[None, None], eps, gam).cov
     r = red.A.shape[0]
     if r:
         zr = jnp.zeros(r, dtype)
-        cov_r = _uot(one, zr, red.A, one, zr, red.B, eps, gam)[-1]
+        cov_r = _uot(one, zr, red.A, one, zr, red.B, eps, gam).cov
         L = jnp.linalg.cholesky(sym(red.A + red.B + lam * jnp.eye(r, dtype=dtype)))
         cho = jax.scipy.linalg.cho_solve
         AX_r, BX_r = (cho((L, True), M).T for M in (red.A, red.B))  # M X^{-1} (symmetric M, X)

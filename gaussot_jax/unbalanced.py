@@ -56,6 +56,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
@@ -220,8 +221,28 @@ def _logdet_1p(M, lam):
     return trace_fn(_log1p_ratio, M, eye + 0.0 * M, lam)
 
 
+class _UOTSolution(eqx.Module):
+    """What :func:`_uot` computes (library internal): value, mass and the normalised plan.
+
+    Attributes:
+        cost: ``UOT``.
+        log_mass: ``log m_pi``.
+        mass: ``m_pi``.
+        mean_x: the plan's ``x``-mean ``a + A X^{-1} (b - a)``.
+        mean_y: the plan's ``y``-mean ``b + B X^{-1} (a - b)``.
+        cov: the normalised plan's covariance on ``R^{2d}``.
+    """
+
+    cost: Array
+    log_mass: Array
+    mass: Array
+    mean_x: Array
+    mean_y: Array
+    cov: Array
+
+
 @jax.jit
-def _uot(ma, a, A, mb, b, B, eps, gamma):
+def _uot(ma, a, A, mb, b, B, eps, gamma) -> _UOTSolution:
     """Differentiable kernel: no validation, single (unbatched) inputs.
 
     Jitted so that eager calls compile once per shape and dtype (inlined under an outer
@@ -273,7 +294,9 @@ def _uot(ma, a, A, mb, b, B, eps, gamma):
     cov = sym(jnp.block([[P, R], [R.T, Q]]))
     mean_x = a + A @ Xinv_delta
     mean_y = b - B @ Xinv_delta
-    return cost, log_mass, mass, mean_x, mean_y, cov
+    return _UOTSolution(
+        cost=cost, log_mass=log_mass, mass=mass, mean_x=mean_x, mean_y=mean_y, cov=cov
+    )
 
 
 def _check_scalar(name, x, dtype) -> Array:
@@ -365,27 +388,27 @@ def unbalanced_entropic_ot(
     ma, mb = (jnp.asarray(g.mass, dtype) for g in (a, b))
     am, bm = (jnp.asarray(g.mean, dtype) for g in (a, b))
     A, B = (jnp.asarray(g.cov, dtype) for g in (a, b))
-    cost, log_mass, mass, mean_x, mean_y, cov = _uot(ma, am, A, mb, bm, B, eps, gam)
-    if _checks.is_concrete(cost, mass) and not (
-        np.isfinite(np.asarray(cost)) and np.isfinite(np.asarray(mass))
+    sol = _uot(ma, am, A, mb, bm, B, eps, gam)
+    if _checks.is_concrete(sol.cost, sol.mass) and not (
+        np.isfinite(np.asarray(sol.cost)) and np.isfinite(np.asarray(sol.mass))
     ):
         raise ValueError(
-            f"unbalanced_entropic_ot: the plan mass exp({float(log_mass):.6g}) or the "
+            f"unbalanced_entropic_ot: the plan mass exp({float(sol.log_mass):.6g}) or the "
             f"masses' product is outside the range of {jnp.dtype(dtype).name}; rescale the "
             "masses (the plan's mean and covariance do not depend on them)"
         )
-    d = a.dim
-    plan = ScaledGaussian(mass, jnp.concatenate([mean_x, mean_y]), cov, validate=False)
+    d, mass, cov = a.dim, sol.mass, sol.cov
+    plan = ScaledGaussian(mass, jnp.concatenate([sol.mean_x, sol.mean_y]), cov, validate=False)
     marginals = (
-        ScaledGaussian(mass, mean_x, cov[:d, :d], validate=False),
-        ScaledGaussian(mass, mean_y, cov[d:, d:], validate=False),
+        ScaledGaussian(mass, sol.mean_x, cov[:d, :d], validate=False),
+        ScaledGaussian(mass, sol.mean_y, cov[d:, d:], validate=False),
     )
     return UnbalancedEntropicOT(
-        cost=cost,
+        cost=sol.cost,
         plan=plan,
         marginals=marginals,
         cross_cov=cov[:d, d:],
-        log_mass=log_mass,
+        log_mass=sol.log_mass,
         destroyed_mass=(ma - mass, mb - mass),
         epsilon=eps,
         gamma=gam,
