@@ -337,7 +337,10 @@ def network_simplex(a, b, C, *, max_pivots: int, block_rows: int):
         # i -> j: on j's side the one nearest the apex (smallest first[]), else on i's side
         # the one nearest i (largest first[]). The tree stays strongly feasible.
         key = _where(blocking & j_side, first, _where(blocking, 2 * M - first, 3 * M))
-        out = _argmin(key)
+        if packed:  # the keys of blocking arcs are distinct: one reduction finds the node
+            out = jnp.min(key * N + ids) % N
+        else:
+            out = _argmin(key)
         flow = flow + _where(inc, theta, 0.0) - _where(dec, theta, 0.0)
         at_i = i_side[out]
         start = _where(at_i, i, jn)  # the end of the entering arc below the leaving arc
@@ -439,6 +442,7 @@ def network_simplex(a, b, C, *, max_pivots: int, block_rows: int):
 
     M = 2 * N - 1
     slots = jnp.arange(M, dtype=jnp.int32)
+    packed = (3 * M + 1) * N < 2**31  # (key, node) fits one int32
     parent, flow = _initial_tree(a, b, C, 4 * N)
     first, last = _visits(_euler_tour(parent))
     z = jnp.zeros(N, dtype)
