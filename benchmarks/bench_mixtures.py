@@ -1,9 +1,14 @@
 """Mixture OT: ours against POT, same run, same inputs.
 
     python benchmarks/bench_mixtures.py                  # k = 10, 100, 1000; d = 2, 16
-    python benchmarks/bench_mixtures.py --k 10 --d 2     # one small case
+    python benchmarks/bench_mixtures.py --k 10 --d 2 --lp-k 10   # one small case
 
-Per (k, d), median wall times (after a compile warm-up, ``block_until_ready``) of
+First the exact LP alone (``--lp-k``, default k = 10, 100, 300, 1000): ``gj.discrete_ot`` at
+``epsilon = 0`` against ``ot.emd2`` on the W2^2 cost matrix of two random d = 2 mixtures,
+with our compile time (first call less a run). Then, per (k, d) (``d > 8`` only up to
+``--big-d-max-k``: the cost matrix alone is ``k^2`` 16 x 16 square roots),
+
+median wall times (after a compile warm-up, ``block_until_ready``) of
 
 * ``ours fwd``: ``jax.jit(gj.mixture_wasserstein2)`` (W2^2 cost matrix + exact network
   simplex); ``ours v&g``: ``jax.jit(jax.value_and_grad(...))`` in the means, covariances
@@ -57,6 +62,8 @@ def main():
     ap.add_argument("--k", type=int, nargs="+", default=[10, 100, 1000])
     ap.add_argument("--d", type=int, nargs="+", default=[2, 16])
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--lp-k", type=int, nargs="+", default=[10, 100, 300, 1000])
+    ap.add_argument("--big-d-max-k", type=int, default=100)
     ap.add_argument("--pot-max-mib", type=float, default=512.0)
     ap.add_argument("--tag", default="cpu")
     args = ap.parse_args()
@@ -68,6 +75,29 @@ def main():
 
     vg = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
     lp = jax.jit(lambda a, b, C: gj.discrete_ot(a, b, C).cost)
+    lp_rows = []
+    print(f"{'k':>5} {'compile':>8} {'ours LP':>9} {'POT emd':>9} {'LP/emd':>7} {'rel err':>8}")
+    for k in args.lp_k:
+        (w1, m1, S1), (w2, m2, S2) = mixture(rng, k, 2), mixture(rng, k, 2)
+        p, q = gj.GaussianMixture(w1, m1, S1), gj.GaussianMixture(w2, m2, S2)
+        D = np.asarray(gj.mixture_ot(p, q).cost_matrix)
+        solve = jax.jit(lambda a, b, C: gj.discrete_ot(a, b, C).cost)  # a fresh compile
+        t = time.perf_counter()
+        value = float(solve(w1, w2, D))
+        t_first = time.perf_counter() - t
+        reps = 1 if k >= 1000 else args.repeats
+        t_lp = median_time(lambda: jax.block_until_ready(solve(w1, w2, D)), reps)
+        ref = ot.emd2(w1, w2, D, numItermax=10**7)
+        t_emd = median_time(lambda: ot.emd2(w1, w2, D, numItermax=10**7), reps)
+        err = abs(value - ref) / abs(ref)
+        lp_rows.append(
+            dict(k=k, compile=t_first - t_lp, ours_lp=t_lp, pot_emd=t_emd, rel_err_vs_emd=err)
+        )
+        print(
+            f"{k:>5} {t_first - t_lp:>8.2f} {t_lp:>9.4f} {t_emd:>9.4f} {t_lp / t_emd:>7.1f}"
+            f" {err:>8.1e}",
+            flush=True,
+        )
     cols = ["ours fwd", "ours v&g", "POT full", "ours LP", "POT emd"]
     print(
         f"{'k':>5} {'d':>3} " + " ".join(f"{c:>9}" for c in cols) + f" {'LP/emd':>7} {'rel err':>8}"
@@ -83,6 +113,8 @@ def main():
     )
     for d in args.d:
         for k in args.k:
+            if d > 8 and k > args.big_d_max_k:
+                continue
             (w1, m1, S1), (w2, m2, S2) = mixture(rng, k, d), mixture(rng, k, d)
             p, q = gj.GaussianMixture(w1, m1, S1), gj.GaussianMixture(w2, m2, S2)
             reps = 1 if k >= 1000 else args.repeats
@@ -125,7 +157,7 @@ def main():
         machine=platform.machine(),
         cpus=len(__import__("os").sched_getaffinity(0)),
     )
-    out.write_text(json.dumps(dict(meta=meta, rows=rows), indent=1) + "\n")
+    out.write_text(json.dumps(dict(meta=meta, lp=lp_rows, rows=rows), indent=1) + "\n")
     print(f"wrote {out}")
 
 

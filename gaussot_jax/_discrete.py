@@ -5,8 +5,9 @@ Solves, for weights ``a (n,)``, ``b (m,)`` (``>= 0``, sum 1) and a cost ``C (n, 
     OT_eps(a, b; C) = min_{P in Pi(a, b)} <P, C> + eps KL(P || a ⊗ b).
 
 ``eps = 0``, the linear program, is solved exactly by the network simplex in pure JAX
-(:mod:`gaussot_jax._simplex`: a strongly feasible spanning tree, block pricing, pointer
-jumping for the tree arithmetic; jittable and vmappable, no host callback). It returns a
+(:mod:`gaussot_jax._simplex`: a strongly feasible spanning tree, block pricing, Euler-tour
+intervals for the tree arithmetic, ``O(n + m)`` vector work a pivot; jittable and
+vmappable, no host callback). It returns a
 vertex of the transport polytope: the plan's marginals hold to round-off, its entries are
 ``>= 0``, and the value is the LP's to ``tol = (n + m) machine eps max|C|`` absolute (when
 every reduced cost is ``>= -tol``, ``(f, g - tol)`` is dual feasible). Measured against

@@ -17,12 +17,21 @@ it closes and drops the blocking arc (Dantzig 1951; Ahuja, Magnanti & Orlin 1993
 * **Leaving arc.** The last blocking arc met when walking the cycle from its apex along the
   entering arc (Cunningham 1976): the tree stays strongly feasible, so degenerate pivots
   cannot cycle.
-* **Tree arithmetic without sequential walks.** The tree is a parent array. Its ancestor
-  tables, depths and potentials are recomputed after every pivot by pointer jumping
-  (``log2(n + m)`` rounds of gathers; a potential is a signed sum of arc costs along the
-  root path), the two root paths of the entering arc's ends by binary lifting, and the cycle
-  is their symmetric difference. Every step is a fixed-shape vector operation, so the
-  solver jits and ``vmap`` batches it (the loops then run until every problem is done).
+* **Tree arithmetic without sequential walks.** The tree is a parent array plus, for each
+  node, its first and last position in an Euler tour of the tree (built once by list
+  ranking). A node's subtree is one stretch of the tour, so ancestry is an interval test
+  and the cycle of the entering arc is two masks; a pivot moves whole stretches of the
+  tour (cut the leaving subtree, rotate it to its new root, splice it in under the
+  entering arc), so the new intervals follow by index arithmetic. The potentials of the
+  moved subtree shift by the entering reduced cost. A pivot is ``O(n + m)`` elementwise
+  work, one scatter and a few gathers: no loop inside it, every step a fixed-shape
+  vector operation, so the solver jits and ``vmap`` batches it (the loops then run until
+  every problem is done).
+* **Exact potentials.** The shifts carry round-off from pivot to pivot, so when the
+  pricing finds no entering arc the potentials are recomputed from the tree (pointer
+  jumping: ``log2(n + m)`` rounds of gathers, a potential being the signed sum of arc
+  costs along the root path) and the pricing rerun; the solver stops only when these
+  fresh potentials admit no entering arc.
 * **End.** The flows are recomputed from the final tree (subtree sums of the marginals,
   deepest level first), so the plan's marginals hold to round-off whatever the number of
   pivots; its entries are ``>= 0``.
@@ -49,6 +58,16 @@ __all__ = ["network_simplex"]
 def _where(condition, x, y) -> Array:
     """``jnp.where`` with three arguments (typed: always one array)."""
     return cast(Array, jnp.where(condition, x, y))
+
+
+def _argmin(x) -> Array:
+    """First index of the minimum of a vector ``x``.
+
+    Two plain reductions: XLA's CPU ``argmin`` (a variadic reduction) is ~10x slower.
+    """
+    k = x.shape[0]
+    hit = x == jnp.min(x)
+    return jnp.min(_where(hit, jnp.arange(k, dtype=jnp.int32), k))
 
 
 def _staircase(wa, wb):
@@ -173,6 +192,49 @@ def _initial_tree(a, b, C, num_candidates: int):
     return parent, flow
 
 
+def _euler_tour(parent):
+    """The Euler tour of the tree ``parent`` (node visits, ``2 N - 1`` of them) by list ranking.
+
+    Each non-root node ``c`` has a down arc ``parent c -> c`` (slot ``c``) and an up arc
+    ``c -> parent c`` (slot ``N + c``); children are visited in index order. The successor
+    of a down arc into ``c`` is the down arc into ``c``'s first child, or, for a leaf, the
+    up arc out of ``c``; the successor of the up arc out of ``c`` is the down arc into
+    ``c``'s next sibling, or else the up arc out of ``c``'s parent (``END`` at the root).
+    Pointer jumping ranks the arcs by their distance to ``END``; the tour is the root
+    followed by the heads of the arcs in order. Once per solve: ``O(N log N)``.
+    """
+    N = parent.shape[0]
+    M = 2 * N - 1
+    ids = jnp.arange(N, dtype=jnp.int32)
+    is_root = parent == ids
+    end = 2 * N
+    key = _where(is_root, N, parent)  # the root sorts last
+    order = jnp.argsort(key, stable=True).astype(jnp.int32)  # children grouped by parent
+    sorted_key = key[order]
+    rank = jnp.zeros(N, jnp.int32).at[order].set(ids)
+    nxt_in_order = order[jnp.minimum(rank + 1, N - 1)]
+    has_sib = (rank + 1 < N) & (sorted_key[jnp.minimum(rank + 1, N - 1)] == key)
+    start = jnp.searchsorted(sorted_key, ids).astype(jnp.int32)
+    first_child = order[jnp.minimum(start, N - 1)]
+    has_child = (start < N) & (sorted_key[jnp.minimum(start, N - 1)] == ids)
+    up_next = _where(
+        has_sib, nxt_in_order, _where(is_root[parent], end, N + parent)
+    )  # after the up arc out of c
+    down_next = _where(has_child, first_child, N + ids)  # after the down arc into c
+    nxt = jnp.concatenate([down_next, up_next, jnp.array([end], jnp.int32)])
+    dummy = jnp.concatenate([is_root, is_root, jnp.array([True])])
+    nxt = _where(dummy, end, nxt)
+    dist = _where(dummy, 0, 1).astype(jnp.int32)
+    for _ in range(int(np.ceil(np.log2(2 * N))) + 1):
+        dist = dist + dist[nxt]
+        nxt = nxt[nxt]
+    head = jnp.concatenate([ids, parent, jnp.array([0], jnp.int32)])
+    pos = _where(dummy, M, M - dist)  # the last arc (dist 1) sits at M - 1
+    root = jnp.argmax(is_root).astype(jnp.int32)
+    tour = jnp.full(M, root, jnp.int32).at[pos].set(head, mode="drop")
+    return tour
+
+
 def _lift(parent, signed_cost, num_levels: int):
     """Pointer jumping: ancestor tables ``(L, N)``, depth and signed potential ``z``.
 
@@ -187,13 +249,6 @@ def _lift(parent, signed_cost, num_levels: int):
         X = X + X[:, p]
         p = p[p]
     return jnp.stack(ups), X[0], X[1]
-
-
-def _ancestors(ups, start, steps):
-    """The ``steps``-th ancestors of ``start`` by binary lifting (past the root: the root)."""
-    for level in range(ups.shape[0]):
-        start = _where((steps >> level) & 1, ups[level][start], start)
-    return start
 
 
 def _subtree_flows(parent, depth, a, b):
@@ -229,6 +284,7 @@ def network_simplex(a, b, C, *, max_pivots: int, block_rows: int):
         and whether the optimality test passed (``False`` only when ``max_pivots`` ran out;
         the plan is then a feasible vertex, not the optimum).
     """
+    a, b, C = jnp.asarray(a), jnp.asarray(b), jnp.asarray(C)
     n, m = C.shape
     N = n + m
     dtype = C.dtype
@@ -255,42 +311,93 @@ def network_simplex(a, b, C, *, max_pivots: int, block_rows: int):
         zr = jnp.concatenate([z[:n], jnp.zeros(pad, dtype)])
         zr = jax.lax.dynamic_slice_in_dim(zr, blk * block_rows, block_rows)
         r = (rows - zr[:, None] + z[None, n:]).reshape(-1)
-        k = jnp.argmin(r)
+        k = _argmin(r)
         return r[k], (blk * block_rows + k // m).astype(jnp.int32), (k % m).astype(jnp.int32)
 
-    def pivot(state, i, j):
-        parent, flow, ups, _, _, count, blk = state
+    def pivot(state, r, i, j):
+        # One pivot in O(N) elementwise work, one scatter and a few gathers; no walk along
+        # the tree. The tree is kept as its parent array and, for each node y, the first and
+        # last position of y in an Euler tour (the node visits of a depth-first walk,
+        # 2 N - 1 of them). The tour visits y's subtree in one stretch, so y is an ancestor
+        # of x (or x itself) iff first[y] <= first[x] <= last[y], and along a root path
+        # first[] grows with the depth. The tour itself is never stored: a pivot moves
+        # whole stretches of it, so the new (first, last) follow from the old by index
+        # arithmetic (below).
+        parent, flow, z, first, last, count, blk = state
         jn = n + j
-        steps = jnp.arange(N, dtype=jnp.int32)
-        paths = _ancestors(ups, jnp.stack([jnp.full(N, i), jnp.full(N, jn)]), steps)
-        # pos[s, y]: distance from the entering arc's end s (i, then j) up to its ancestor y.
-        pos = jnp.full((2, N), N, jnp.int32)
-        pos = pos.at[jnp.arange(2)[:, None], paths].min(jnp.broadcast_to(steps, (2, N)))
-        on_i, on_j = pos[0] < N, pos[1] < N
+        fi, fj = first[i], first[jn]
+        on_i = (first <= fi) & (fi <= last)  # the root path of i
+        on_j = (first <= fj) & (fj <= last)
         i_side, j_side = on_i & ~on_j, on_j & ~on_i  # the cycle: arcs (y, parent y)
         dec = (i_side & is_row) | (j_side & ~is_row)  # traversed against the arc direction
         inc = (i_side & ~is_row) | (j_side & is_row)
         theta = jnp.min(_where(dec, flow, jnp.inf))
         blocking = dec & (flow == theta)
-        # Last blocking arc from the apex along i -> j: on j's side the one nearest the apex,
-        # else on i's side the one nearest i.
-        key = _where(blocking & j_side, -pos[1], _where(blocking, N + pos[0], 3 * N))
-        out = jnp.argmin(key)
+        # Cunningham: the last blocking arc met when walking the cycle from its apex along
+        # i -> j: on j's side the one nearest the apex (smallest first[]), else on i's side
+        # the one nearest i (largest first[]). The tree stays strongly feasible.
+        key = _where(blocking & j_side, first, _where(blocking, 2 * M - first, 3 * M))
+        if packed:  # the keys of blocking arcs are distinct: one reduction finds the node
+            out = jnp.min(key * N + ids) % N
+        else:
+            out = _argmin(key)
         flow = flow + _where(inc, theta, 0.0) - _where(dec, theta, 0.0)
         at_i = i_side[out]
-        start = _where(at_i, i, jn)
+        start = _where(at_i, i, jn)  # the end of the entering arc below the leaving arc
         other = _where(at_i, jn, i)
-        # Reverse the path start -> out: each of its nodes becomes its child's parent.
-        seg = _where(at_i, on_i & (pos[0] <= pos[0, out]), on_j & (pos[1] <= pos[1, out]))
-        moved = _where(seg & (ids != out), parent, N)
-        parent = parent.at[moved].set(ids, mode="drop").at[start].set(other)
-        flow = flow.at[moved].set(flow, mode="drop").at[start].set(theta)
-        ups, depth, z = _lift(parent, signed_cost(parent), levels)
-        return parent, flow, ups, depth, z, count + 1, blk
+        fo, lo = first[out], last[out]
+        in_s = (first >= fo) & (first <= lo)  # S: the subtree of out, which moves
+        # Reverse the path start -> out (the ancestors of start in S): each of its nodes
+        # becomes its child's parent, and takes over that arc's flow; start hangs from
+        # other by the entering arc, with flow theta.
+        path = _where(at_i, on_i, on_j) & in_s
+        child = jnp.full(N, N, jnp.int32)
+        child = child.at[_where(path & (ids != out), parent, N)].set(ids, mode="drop")
+        has = child < N
+        new_parent = _where(has, child, parent).at[start].set(other)
+        flow = _where(has, flow[jnp.minimum(child, N - 1)], flow).at[start].set(theta)
+        # Potentials: shifting all of S by the entering reduced cost r (rows up, columns
+        # down, so arcs inside S keep theirs) makes the entering arc's reduced cost 0.
+        z = z + _where(in_s, _where(at_i, r, -r), 0.0)
+        # The tour. Cut S's stretch [fo, lo] and the visit of out's parent p at lo + 1;
+        # reroot S at start: S's stretch without its last visit (lo, out again) is a cyclic
+        # tour of S, rotated to begin at start's first visit and closed by start; splice it
+        # in right after other's first visit, followed by a fresh visit of other.
+        ls = lo - fo + 1  # 2 |S| - 1 visits
+        cyc = jnp.maximum(ls - 1, 1)
+        shift = first[start] - fo
+        fq = first[other]
+        anchor = _where(fq < fo, fq, fq - ls - 1)  # other's first visit in the cut tour
+
+        def moved(u):  # new position of an old visit u outside S (u != lo + 1)
+            cut = _where(u < fo, u, u - ls - 1)
+            return _where(cut <= anchor, cut, cut + ls + 1)
+
+        def rot(u):  # new position of an old visit u in [fo, lo] (lo is fo again)
+            v = u - fo - shift  # in [-shift, cyc]: (v mod cyc) without a division
+            return anchor + 1 + _where(v < 0, v + cyc, _where(v >= cyc, v - cyc, v))
+
+        # Outside S every visit keeps its order, but p may lose its last one (then its
+        # last visit is the one just before S) and other gains one after S.
+        first_out = moved(first)
+        last_out = moved(_where(last == lo + 1, fo - 1, last))
+        last_out = _where(ids == other, jnp.maximum(last_out, anchor + ls + 1), last_out)
+        # In S off the path, a subtree's stretch does not contain start's first visit, so
+        # the rotation keeps it whole. On the path, y != start is now the parent of its old
+        # path child c, and y's new subtree is S less c's old one: the cyclic stretch from
+        # last[c] + 1 round to first[c] - 1 (both visits of y).
+        c = jnp.minimum(child, N - 1)
+        first_s = _where(has, rot(last[c] + 1), rot(first))
+        last_s = _where(has, rot(first[c] - 1), rot(last))
+        first_s = _where(ids == start, anchor + 1, first_s)
+        last_s = _where(ids == start, anchor + ls, last_s)
+        first = _where(in_s, first_s, first_out)
+        last = _where(in_s, last_s, last_out)
+        return new_parent, flow, z, first, last, count + 1, blk
 
     def step(carry):
         state, _ = carry
-        *_, z, _, blk = state
+        *_, z, _, _, _, blk = state
 
         def scan_more(s):
             return (s[0] >= -tol) & (s[4] < num_blocks)
@@ -304,18 +411,46 @@ def network_simplex(a, b, C, *, max_pivots: int, block_rows: int):
         r, i, j, blk, _ = jax.lax.while_loop(scan_more, scan, init)
         state = (*state[:-1], blk)
         optimal = r >= -tol
-        state = jax.lax.cond(optimal, lambda s: s, lambda s: pivot(s, i, j), state)
+        state = jax.lax.cond(optimal, lambda s: s, lambda s: pivot(s, r, i, j), state)
         return state, optimal
 
-    def keep_going(carry):
-        state, optimal = carry
-        return ~optimal & (state[5] < max_pivots)
+    def pivots_left(state):
+        return state[5] < max_pivots
 
+    def inner_more(carry):
+        state, optimal = carry
+        return ~optimal & pivots_left(state)
+
+    def _visits(tour):
+        first = jnp.full(N, M, jnp.int32).at[tour].min(slots)
+        last = jnp.full(N, -1, jnp.int32).at[tour].max(slots)
+        return first, last
+
+    def outer(carry):
+        # Fresh potentials from the tree (exact sums along root paths), then pivot until
+        # the pricing finds no entering arc. The shifts of the inner loop carry round-off
+        # from pivot to pivot; the outer loop ends only when the fresh potentials price
+        # the tree optimal (no pivot after the refresh), so the certificate is exact.
+        state = carry[0]
+        parent = state[0]
+        _, _, z = _lift(parent, signed_cost(parent), levels)
+        state = (*state[:2], z, *state[3:])
+        before = state[5]
+        state, _ = jax.lax.while_loop(inner_more, step, (state, jnp.asarray(False)))
+        optimal = state[5] == before
+        return state, optimal | ~pivots_left(state), optimal
+
+    M = 2 * N - 1
+    slots = jnp.arange(M, dtype=jnp.int32)
+    packed = (3 * M + 1) * N < 2**31  # (key, node) fits one int32
     parent, flow = _initial_tree(a, b, C, 4 * N)
-    ups, depth, z = _lift(parent, signed_cost(parent), levels)
-    state = (parent, flow, ups, depth, z, jnp.int32(0), jnp.int32(0))
-    carry = jax.lax.while_loop(keep_going, step, (state, jnp.asarray(False)))
-    (parent, _, _, depth, z, count, _), optimal = carry
+    first, last = _visits(_euler_tour(parent))
+    z = jnp.zeros(N, dtype)
+    state = (parent, flow, z, first, last, jnp.int32(0), jnp.int32(0))
+    no = jnp.asarray(False)
+    state, _, optimal = jax.lax.while_loop(lambda c: ~c[1], outer, (state, no, no))
+    parent, count = state[0], state[5]
+    _, depth, z = _lift(parent, signed_cost(parent), levels)
     x = jnp.maximum(_subtree_flows(parent, depth, a, b), 0.0)
     r = _where(is_row, ids, parent)
     c = _where(is_row, parent, ids) - n
