@@ -323,7 +323,10 @@ def _patch(ok, out, fallback, A, B):
     c = -(-n // 16)
     bad = ~ok
     count = jnp.sum(bad)
-    order = jnp.nonzero(bad, size=16 * c, fill_value=n)[0]  # uncertified first; fill: n
+    # uncertified first (a stable sort of the flags; cheaper to compile than nonzero),
+    # then n (out of bounds) in place of the certified ones, padded to 16 c
+    order = jnp.where(jnp.arange(n) < count, jnp.argsort(ok, stable=True), n)
+    order = jnp.concatenate([order, jnp.full(16 * c - n, n, order.dtype)])
 
     def step(i, acc):
         idx = jax.lax.dynamic_slice(order, (i * c,), (c,))
