@@ -325,7 +325,7 @@ def _patch(ok, out, fallback, A, B):
     count = jnp.sum(bad)
     # uncertified first (a stable sort of the flags; cheaper to compile than nonzero),
     # then n (out of bounds) in place of the certified ones, padded to 16 c
-    order = jnp.where(jnp.arange(n) < count, jnp.argsort(ok, stable=True), n)
+    order = cast(Array, jnp.where(jnp.arange(n) < count, jnp.argsort(ok, stable=True), n))
     order = jnp.concatenate([order, jnp.full(16 * c - n, n, order.dtype)])
 
     def step(i, acc):
