@@ -588,8 +588,13 @@ def bures_wasserstein2(mu: Gaussian, nu: Gaussian) -> Float[Array, ""]:
     if lowrank.involves(mu, nu):
         return lowrank.lowrank_bures_wasserstein2(mu, nu)
     mu, nu = _checks.check_pair(mu, nu)
-    cov_term = _cov_term_2x2 if mu.dim == 2 else _cov_term
-    return jnp.sum((mu.mean - nu.mean) ** 2) + cov_term(mu.cov, nu.cov)
+    return _w2(mu.mean, mu.cov, nu.mean, nu.cov)
+
+
+@jax.jit  # jit policy (docs/conventions.md#jit): an eager call reuses one executable
+def _w2(a, A, b, B):
+    cov_term = _cov_term_2x2 if A.shape[-1] == 2 else _cov_term
+    return jnp.sum((a - b) ** 2) + cov_term(A, B)
 
 
 @jax.custom_jvp

@@ -807,6 +807,11 @@ def lowrank_bures_wasserstein2(
     if dense is not None:
         return bures_wasserstein2(*dense)
     assert isinstance(mu, LowRankGaussian) and isinstance(nu, LowRankGaussian)  # _pair: None
+    return _lowrank_w2(mu, nu)
+
+
+@jax.jit  # jit policy (docs/conventions.md#jit)
+def _lowrank_w2(mu: LowRankGaussian, nu: LowRankGaussian):
     dtype = jnp.result_type(mu.mean, nu.mean)
     Ua, Ub = mu.factor.astype(dtype), nu.factor.astype(dtype)
     sa, sb = mu.noise.astype(dtype), nu.noise.astype(dtype)

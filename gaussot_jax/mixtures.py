@@ -15,6 +15,7 @@ gives the maps ``T_mean`` and ``T_rand`` of [DD20, §6] (POT's ``gmm_ot_apply_ma
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import cast
 
@@ -556,6 +557,11 @@ def mixture_barycenter(
         or (num_iters < 1)
     ):
         raise ValueError(f"num_iters must be an int >= 1, got {num_iters!r}")
+    return _barycenter(init, list(mixtures), lam, num_iters)
+
+
+@functools.partial(jax.jit, static_argnums=3)  # jit policy (docs/conventions.md#jit)
+def _barycenter(init, mixtures, lam, num_iters):
     bar_w = init.weights
 
     def plans(means, covs, mixtures):

@@ -85,6 +85,7 @@ def _round(theta: LinearGaussianKernel, eta: Gaussian, mu: Gaussian):
     return back.bayes(mu), back
 
 
+@functools.partial(jax.jit, static_argnums=3)  # jit policy (docs/conventions.md#jit)
 def _bayes_scan(eta, mu, kernel, num_iters):
     def body(theta, _):
         new, back = _round(theta, eta, mu)
@@ -112,12 +113,13 @@ def _check_riccati(eta: Gaussian, kernel: LinearGaussianKernel) -> None:
             )
 
 
-def _riccati_scan(eta, mu, kernel, num_iters):
+@functools.partial(jax.jit, static_argnums=(3, 4))  # jit policy (docs/conventions.md#jit)
+def _riccati_scan(eta, mu, kernel, num_iters, check_beta):
     m1, S1, m2, S2 = eta.mean, eta.cov, mu.mean, mu.cov
     W = reference_weight(kernel)
     X = sqrtm(S1)
     R = X @ W
-    if not _checks.is_concrete(R):  # concrete inputs were checked by _check_riccati
+    if check_beta:  # traced beta; a concrete one was checked by _check_riccati
         sv = jnp.linalg.svd(R, compute_uv=False)
         R = eqx.error_if(
             R,
@@ -210,7 +212,8 @@ def gaussian_sinkhorn(
     eta, mu, kernel = check_problem(eta, mu, kernel, eta_definite=True)
     if method == "riccati":
         _check_riccati(eta, kernel)
-        forward, backward = _riccati_scan(eta, mu, kernel, num_iters)
+        check_beta = not _checks.is_concrete(kernel.beta)
+        forward, backward = _riccati_scan(eta, mu, kernel, num_iters, check_beta)
     else:
         forward, backward = _bayes_scan(eta, mu, kernel, num_iters)
     bridge = _bridge(eta, mu, kernel)
@@ -334,6 +337,11 @@ def sinkhorn_fixed_point(
     """
     num_iters = _check_num_iters(num_iters)
     eta, mu, kernel = check_problem(eta, mu, kernel, eta_definite=True)
+    return _fixed_point(eta, mu, kernel, num_iters)
+
+
+@functools.partial(jax.jit, static_argnums=3)  # jit policy (docs/conventions.md#jit)
+def _fixed_point(eta, mu, kernel, num_iters):
     S1, S2 = eta.cov, mu.cov
     W = reference_weight(kernel)
 
