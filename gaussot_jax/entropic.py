@@ -159,6 +159,7 @@ def _check_reference(reference, mu: Gaussian, nu: Gaussian) -> Gaussian:
     return Gaussian(reference.mean.astype(dtype), reference.cov.astype(dtype), validate=False)
 
 
+@jax.jit  # jit policy (docs/conventions.md#jit)
 def _reference_ot(mu: Gaussian, nu: Gaussian, eps: Array, ref: Gaussian) -> EntropicOT:
     """[REF25]: the core problem with ``W = (2/eps) I - Lambda12`` (docs/core.md, docs/ref25.md)."""
     d = mu.dim
@@ -308,6 +309,12 @@ def entropic_ot(
     eps = _check_epsilon(epsilon, mu.mean.dtype)
     if reference is not None:
         return _reference_ot(mu, nu, eps, _check_reference(reference, mu, nu))
+    return _product_ot(mu, nu, eps)
+
+
+@jax.jit  # jit policy (docs/conventions.md#jit)
+def _product_ot(mu: Gaussian, nu: Gaussian, eps: Array) -> EntropicOT:
+    """[JMPC20]: the core problem with ``W = (2/eps) I`` (checked inputs)."""
     W = (2.0 / eps) * jnp.eye(mu.dim, dtype=mu.mean.dtype)
     cp = _gaussian_coupling(mu, nu, W)
     fwd, bwd = cp.solution, cp.reverse().solution
@@ -683,4 +690,9 @@ def sinkhorn_divergence(
         return lowrank.lowrank_sinkhorn_divergence(mu, nu, epsilon)
     mu, nu = _checks.check_pair(mu, nu)
     eps = _check_epsilon(epsilon, mu.mean.dtype)
-    return jnp.sum((mu.mean - nu.mean) ** 2) + _sd_cov(mu.cov, nu.cov, eps, bool(accurate))
+    return _sd(mu.mean, mu.cov, nu.mean, nu.cov, eps, bool(accurate))
+
+
+@functools.partial(jax.jit, static_argnums=5)  # jit policy (docs/conventions.md#jit)
+def _sd(a, A, b, B, eps, accurate: bool):
+    return jnp.sum((a - b) ** 2) + _sd_cov(A, B, eps, accurate)

@@ -865,8 +865,13 @@ def lowrank_entropic_ot(
     if dense is not None:
         return entropic_ot(*dense, epsilon)
     assert isinstance(mu, LowRankGaussian) and isinstance(nu, LowRankGaussian)  # _pair: None
-    dtype = jnp.result_type(mu.mean, nu.mean)
-    eps = _checks.check_epsilon(epsilon, dtype)
+    eps = _checks.check_epsilon(epsilon, jnp.result_type(mu.mean, nu.mean))
+    return _lowrank_ot(mu, nu, eps)
+
+
+@jax.jit  # jit policy (docs/conventions.md#jit)
+def _lowrank_ot(mu: LowRankGaussian, nu: LowRankGaussian, eps: Array) -> LowRankEntropicOT:
+    dtype = eps.dtype
     red = _reduce(mu, nu)
     cost = _sq_dist(mu, nu) + _split(red, lambda g, h: entropic_ot(g, h, eps).cost)
     Z, n_perp, out_r, out_1 = _reduced_results(mu, nu, lambda g, h: entropic_ot(g, h, eps))
@@ -942,6 +947,11 @@ def lowrank_sinkhorn_divergence(
         return sinkhorn_divergence(*dense, epsilon)
     assert isinstance(mu, LowRankGaussian) and isinstance(nu, LowRankGaussian)  # _pair: None
     eps = _checks.check_epsilon(epsilon, jnp.result_type(mu.mean, nu.mean))
+    return _lowrank_sd(mu, nu, eps)
+
+
+@jax.jit  # jit policy (docs/conventions.md#jit)
+def _lowrank_sd(mu: LowRankGaussian, nu: LowRankGaussian, eps: Array) -> Array:
     div = lambda g, h: sinkhorn_divergence(g, h, eps)  # noqa: E731
     return _sq_dist(mu, nu) + _split(_reduce(mu, nu), div)
 
@@ -1009,6 +1019,12 @@ def lowrank_unbalanced_entropic_ot(
     assert isinstance(a, LowRankGaussian) and isinstance(b, LowRankGaussian)  # _pair: None
     gam = jnp.asarray(gamma, dtype)
     _checks.check_positive("gamma", gam)
+    return _lowrank_uot(a, b, m_a, m_b, eps, gam)
+
+
+@jax.jit  # jit policy (docs/conventions.md#jit)
+def _lowrank_uot(a: LowRankGaussian, b: LowRankGaussian, m_a, m_b, eps, gam) -> LowRankUnbalancedOT:
+    dtype = eps.dtype
     one = jnp.ones((), dtype)
 
     def log_mass(g, h):

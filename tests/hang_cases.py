@@ -191,6 +191,36 @@ def _():
     return _run(_vmapped(f), _batch(1000, d, 0), _batch(1000, d, 1))
 
 
+def _mixture(rng, k, d):
+    w = rng.uniform(0.5, 1.0, size=k)
+    covs = _spd(rng, k, d)
+    return gj.GaussianMixture(w / w.sum(), 3.0 * rng.normal(size=(k, d)), covs)
+
+
+def _mixture_ot_vg(k, d):
+    rng = np.random.default_rng(0)
+    p, q = _mixture(rng, k, d), _mixture(rng, k, d)
+    x = jnp.asarray(rng.normal(size=(64, d)))
+
+    def f(means):
+        out = gj.mixture_ot(gj.GaussianMixture(p.weights, means, p.covs, validate=False), q)
+        return out.cost + jnp.sum(out.map(x))
+
+    return _run(f, p.means)
+
+
+@case("mixture_ot_vg_k10_d16")
+def _():
+    # A benchmark run of mixture_ot at this size once stalled (issue 14's note).
+    return _mixture_ot_vg(10, 16)
+
+
+@case("mixture_ot_vg_k10_d16_one_core")
+def _():
+    # ... on one core (taskset -c 1), as it was then: run_case pins "_one_core" cases.
+    return _mixture_ot_vg(10, 16)
+
+
 @case("ott_bures_vg_N1e3_d8")
 def _():
     from ott.geometry import costs  # peer: OTT-JAX's own composition
@@ -212,17 +242,33 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_watched(argv: list[str], ok: str, *, stall_s: float = 45.0, limit_s: float = 280.0) -> dict:
+def run_watched(
+    argv: list[str],
+    ok: str,
+    *,
+    stall_s: float = 45.0,
+    limit_s: float = 280.0,
+    one_core: bool = False,
+) -> dict:
     """Run ``argv`` in a child process under a stall detector (Linux: reads /proc).
 
     The child's CPU time is sampled once a second; a child that is alive but has not
     advanced it for ``stall_s`` seconds is wedged and is killed. A slow or loaded machine
     slows the child but does not stop its CPU clock, so only a wedge trips the detector;
     ``limit_s`` is a wall-clock backstop. ``status`` is ``"finished"`` when the child
-    exited 0 and printed ``ok``.
+    exited 0 and printed ``ok``. ``one_core`` pins the child (all its threads) to one CPU
+    before it starts, as ``taskset -c`` does.
     """
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    cpu0 = min(os.sched_getaffinity(0))
+    p = subprocess.Popen(
+        argv,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=(lambda: os.sched_setaffinity(0, {cpu0})) if one_core else None,
+    )
     t0 = last_change = time.monotonic()
     cpu = last_cpu = 0.0
     status = "finished"
@@ -256,7 +302,8 @@ def run_watched(argv: list[str], ok: str, *, stall_s: float = 45.0, limit_s: flo
 
 def run_case(name: str, **kw) -> dict:
     """Run one case of :data:`CASES` in its own process under :func:`run_watched`."""
-    r = run_watched([sys.executable, os.path.abspath(__file__), name], f"CASE_OK {name}", **kw)
+    argv = [sys.executable, os.path.abspath(__file__), name]
+    r = run_watched(argv, f"CASE_OK {name}", one_core=name.endswith("_one_core"), **kw)
     return dict(case=name, **r)
 
 

@@ -375,8 +375,8 @@ def test_grad_rule_and_fallback(rng, d):
     # second order (the tangent's own rule: the trace form's, unchanged) and under vmap
     dA = jnp.asarray(_wishart(rng, d, d)) * 1e-2
 
-    def hvp(f):
-        return jax.jvp(lambda A: jax.grad(f)(A, B), (A,), (dA,))[1]
+    def hvp(f):  # jitted: an eager trace dispatches hundreds of small programs
+        return jax.jit(lambda A: jax.jvp(lambda A: jax.grad(f)(A, B), (A,), (dA,))[1])(A)
 
     np.testing.assert_allclose(
         np.asarray(hvp(bures._cov_term)), np.asarray(hvp(old)), rtol=1e-12, atol=1e-13
@@ -385,10 +385,10 @@ def test_grad_rule_and_fallback(rng, d):
     As, Bs = jnp.stack([A, A]), jnp.stack([B, A + 1e-9 * jnp.eye(d)])
     ok = jax.vmap(bures._eigh_value_grads)(As, Bs)[3]
     assert not bool(ok[1])
-    gv_new = jax.vmap(jax.grad(bures._cov_term))(As, Bs)
-    gv_old = jax.vmap(jax.grad(old))(As, Bs)
+    gv_new = jax.jit(jax.vmap(jax.grad(bures._cov_term)))(As, Bs)
+    gv_old = jax.jit(jax.vmap(jax.grad(old)))(As, Bs)
     np.testing.assert_allclose(np.asarray(gv_new[1]), np.asarray(gv_old[1]), rtol=1e-12, atol=1e-13)
-    single = jax.grad(bures._cov_term)(As[0], Bs[0])
+    single = jax.jit(jax.grad(bures._cov_term))(As[0], Bs[0])
     np.testing.assert_allclose(np.asarray(gv_new[0]), np.asarray(single), rtol=1e-12, atol=1e-13)
     # bures_wasserstein (sqrt): finite gradient
     mu, nu = gj.Gaussian(jnp.zeros(d), A), gj.Gaussian(jnp.ones(d), B)

@@ -275,9 +275,9 @@ def test_gradients(rng, case, name):
     d = 40
     Ua, Ub, sa, sb = _grad_cases(rng, d)[case]
     p = [jnp.asarray(x) for x in (rng.normal(size=d), Ua, sa, rng.normal(size=d), Ub, sb)]
-    loss, dense_loss = _params_loss(_loss_fns()[name])
-    g = jax.grad(loss)(p)
-    g_dense = jax.grad(dense_loss)(p)
+    loss, dense_loss = map(jax.jit, _params_loss(_loss_fns()[name]))
+    g = jax.jit(jax.grad(loss))(p)
+    g_dense = jax.jit(jax.grad(dense_loss))(p)
     for a, b in zip(g, g_dense):
         if np.size(b):
             assert_close(a, b, 1e-8)
