@@ -168,6 +168,7 @@ def _rate_terms(S1: Array, S2: Array, W: Array) -> tuple[Array, Array]:
     return rho2**2, rho2
 
 
+@jax.jit  # jit policy (docs/conventions.md#jit)
 def _bridge(eta: Gaussian, mu: Gaussian, kernel: LinearGaussianKernel) -> SchrodingerBridge:
     m1, S1, m2, S2 = eta.mean, eta.cov, mu.mean, mu.cov
     alpha, beta, tau = kernel.alpha, kernel.beta, kernel.tau

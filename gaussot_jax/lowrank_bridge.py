@@ -273,6 +273,7 @@ def lowrank_schrodinger_bridge(
     return _lowrank_bridge(eta, mu, kernel)
 
 
+@jax.jit  # jit policy (docs/conventions.md#jit)
 def _lowrank_bridge(
     eta: LowRankGaussian, mu: LowRankGaussian, kernel: IsotropicGaussianKernel
 ) -> LowRankSchrodingerBridge:
