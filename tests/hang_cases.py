@@ -23,7 +23,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import jax
+if os.environ.get("GAUSSOT_ONE_CORE") and __name__ == "__main__":
+    # Pin the child to one CPU before jax starts any thread, so every thread inherits it
+    # (as taskset -c does; a preexec_fn would run Python in a forked multithreaded parent).
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+
+import jax  # noqa: E402
 import jax.numpy as jnp
 import numpy as np
 
@@ -256,19 +261,13 @@ def run_watched(
     advanced it for ``stall_s`` seconds is wedged and is killed. A slow or loaded machine
     slows the child but does not stop its CPU clock, so only a wedge trips the detector;
     ``limit_s`` is a wall-clock backstop. ``status`` is ``"finished"`` when the child
-    exited 0 and printed ``ok``. ``one_core`` pins the child (all its threads) to one CPU
-    before it starts, as ``taskset -c`` does.
+    exited 0 and printed ``ok``. ``one_core`` asks the child to pin itself (all its
+    threads) to one CPU before it imports jax, as ``taskset -c`` does.
     """
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    cpu0 = min(os.sched_getaffinity(0))
-    p = subprocess.Popen(
-        argv,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        preexec_fn=(lambda: os.sched_setaffinity(0, {cpu0})) if one_core else None,
-    )
+    if one_core:
+        env["GAUSSOT_ONE_CORE"] = "1"
+    p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     t0 = last_change = time.monotonic()
     cpu = last_cpu = 0.0
     status = "finished"
