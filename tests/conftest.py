@@ -1,11 +1,49 @@
 """Shared test set-up: float64 on, a PRNG key, tolerances by dtype, random covariances."""
 
+import os
+import shutil
+import tempfile
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 jax.config.update("jax_enable_x64", True)
+
+# One persistent compilation cache per test session, shared by the xdist workers.
+# Tests trace the same computations through different closures and shapes recur across
+# files; JAX keys the cache by the compiled program, so each is compiled once per
+# session. The directory is made by the controlling process (pytest_configure below)
+# and removed at its end: every session, CI's included, starts cold, and nothing
+# outlives it. GAUSSOT_TEST_JAX_CACHE=off runs without it.
+_CACHE_ENV = "GAUSSOT_TEST_JAX_CACHE"
+
+
+def _enable_session_cache() -> None:
+    path = os.environ.get(_CACHE_ENV)
+    if path and path != "off":
+        jax.config.update("jax_compilation_cache_dir", path)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.05)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def pytest_configure(config):
+    if hasattr(config, "workerinput") or os.environ.get(_CACHE_ENV):
+        return  # an xdist worker (inherits the controller's directory), or set by hand
+    path = tempfile.mkdtemp(prefix="gaussot_jax_test_cache_")
+    os.environ[_CACHE_ENV] = path
+    config._gaussot_cache_dir = path
+    _enable_session_cache()
+
+
+def pytest_unconfigure(config):
+    path = getattr(config, "_gaussot_cache_dir", None)
+    if path:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+_enable_session_cache()  # in a worker: the controller's directory
 
 import gaussot_jax as gj  # noqa: E402  (after x64 is on)
 
@@ -91,9 +129,16 @@ def assert_close(actual, expected, tol=1e-9):
 
 
 class CompileCounter:
-    """Counts XLA compilations (jax.monitoring's backend-compile event) inside a block."""
+    """Counts the programs JAX compiles inside a block.
+
+    A compile is either an XLA backend compile (jax.monitoring's backend-compile
+    duration event) or, with the session's persistent compilation cache on, a
+    retrieval from that cache (its cache-hit event): both mean that JAX's in-memory
+    executable cache missed, which is what the tests that count compiles assert on.
+    """
 
     EVENT = "/jax/core/compile/backend_compile_duration"
+    CACHE_HIT = "/jax/compilation_cache/cache_hits"
 
     def __init__(self):
         self.count = 0
@@ -102,9 +147,15 @@ class CompileCounter:
         if event == self.EVENT:
             self.count += 1
 
+    def _hit(self, event, **kw):
+        if event == self.CACHE_HIT:
+            self.count += 1
+
     def __enter__(self):
         jax.monitoring.register_event_duration_secs_listener(self)
+        jax.monitoring.register_event_listener(self._hit)
         return self
 
     def __exit__(self, *exc):
         jax.monitoring.unregister_event_duration_listener(self)
+        jax.monitoring.unregister_event_listener(self._hit)

@@ -6,41 +6,25 @@ in Python), but their kernels that hold control flow (``lax.cond``, ``scan``, lo
 Without that, each eager call traces its ``lax.cond`` branches again into new closures,
 and JAX compiles them again: 0.25 s per ``bures_wasserstein2`` call at d = 4, every call.
 
-The oracle is JAX's own compile event (``jax.monitoring``), independent of the code
+The oracle is JAX's own compile events (``jax.monitoring``, via conftest's
+``CompileCounter``), independent of the code
 under test. Each case runs twice with the same shapes and fresh values; the second run
 must compile nothing.
 """
 
 from __future__ import annotations
 
-import contextlib
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import random_spd
+from conftest import CompileCounter, random_spd
 
 import gaussot_jax as gj
 
 pytestmark = pytest.mark.timeout(300)
 
 D = 4  # >= 4: W2 takes its certified eigenvalue route, and a cond, there
-
-
-@contextlib.contextmanager
-def count_compiles():
-    n = [0]
-
-    def listener(event, duration, **_):
-        if event == "/jax/core/compile/backend_compile_duration":
-            n[0] += 1
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        yield n
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 def _problem(seed: int):
@@ -163,6 +147,6 @@ def test_second_eager_call_compiles_nothing(name):
     f = CASES[name]
     jax.block_until_ready(f(_problem(0)))
     P = _problem(1)  # fresh values, same shapes
-    with count_compiles() as n:
+    with CompileCounter() as n:
         jax.block_until_ready(f(P))
-    assert n[0] == 0, f"{name}: the second eager call compiled {n[0]} programs"
+    assert n.count == 0, f"{name}: the second eager call compiled {n.count} programs"
