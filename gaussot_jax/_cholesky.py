@@ -20,6 +20,7 @@ def chol_logdet(L: Matrix) -> Array:
     return 2.0 * jnp.sum(jnp.log(jnp.diag(L)))
 
 
+@jax.jit  # traced once per input type and transformation (see _eigh._jacobi_eigh)
 def _small_cholesky(A: Matrix) -> Matrix:
     """Unrolled Cholesky of a small PSD matrix, on scalars (no library call).
 

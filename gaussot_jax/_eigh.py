@@ -77,6 +77,11 @@ def _jacobi_rotate(a: list, V: list, p: int, q: int) -> None:
     a[p][q] = a[q][p] = 0.0 * b  # not zeros_like: keeps b's batching and sharding
 
 
+# Jitted for its trace: the rotations are some hundred scalar operations, which every
+# caller under vmap and differentiation would re-trace through each transformation (a
+# debiased barycenter's implicit gradient called it 46 times: 21 s of Python). A jitted
+# function is traced once per input type and transformation, then reused; XLA inlines it.
+@jax.jit
 def _jacobi_eigh(S: Matrix) -> tuple[Float[Array, " d"], Matrix]:
     """Cyclic Jacobi eigendecomposition of a small symmetric matrix, ascending order."""
     d = S.shape[-1]

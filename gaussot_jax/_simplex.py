@@ -214,7 +214,10 @@ def _euler_tour(parent):
     rank = jnp.zeros(N, jnp.int32).at[order].set(ids)
     nxt_in_order = order[jnp.minimum(rank + 1, N - 1)]
     has_sib = (rank + 1 < N) & (sorted_key[jnp.minimum(rank + 1, N - 1)] == key)
-    start = jnp.searchsorted(sorted_key, ids).astype(jnp.int32)
+    # The first position of each node's children in the sorted order: the number of keys
+    # below it (an exclusive cumulative count; keys are < N, the root's key N sorts last).
+    counts = jnp.zeros(N, jnp.int32).at[key].add(1, mode="drop")
+    start = jnp.cumsum(counts) - counts
     first_child = order[jnp.minimum(start, N - 1)]
     has_child = (start < N) & (sorted_key[jnp.minimum(start, N - 1)] == ids)
     up_next = _where(
@@ -225,9 +228,13 @@ def _euler_tour(parent):
     dummy = jnp.concatenate([is_root, is_root, jnp.array([True])])
     nxt = _where(dummy, end, nxt)
     dist = _where(dummy, 0, 1).astype(jnp.int32)
-    for _ in range(int(np.ceil(np.log2(2 * N))) + 1):
-        dist = dist + dist[nxt]
-        nxt = nxt[nxt]
+
+    def jump(_, state):
+        dist, nxt = state
+        return dist + dist[nxt], nxt[nxt]
+
+    rounds = int(np.ceil(np.log2(2 * N))) + 1
+    dist, nxt = jax.lax.fori_loop(0, rounds, jump, (dist, nxt))
     head = jnp.concatenate([ids, parent, jnp.array([0], jnp.int32)])
     pos = _where(dummy, M, M - dist)  # the last arc (dist 1) sits at M - 1
     root = jnp.argmax(is_root).astype(jnp.int32)
@@ -236,19 +243,21 @@ def _euler_tour(parent):
 
 
 def _lift(parent, signed_cost, num_levels: int):
-    """Pointer jumping: ancestor tables ``(L, N)``, depth and signed potential ``z``.
+    """Pointer jumping: depth and signed potential ``z`` of every node.
 
     ``z_y = z_parent + signed_cost_y`` with ``z_root = 0`` (``signed_cost_root = 0``), i.e.
     the sum of ``signed_cost`` along the root path; the depth is the same sum of ones.
+    ``num_levels >= log2(depth + 1)`` rounds, each doubling the span of the sums.
     """
     root = parent == jnp.arange(parent.shape[0])
     X = jnp.stack([_where(root, 0.0, 1.0).astype(signed_cost.dtype), signed_cost])
-    p, ups = parent, []
-    for _ in range(num_levels):
-        ups.append(p)
-        X = X + X[:, p]
-        p = p[p]
-    return jnp.stack(ups), X[0], X[1]
+
+    def jump(_, state):
+        X, p = state
+        return X + X[:, p], p[p]
+
+    X, _ = jax.lax.fori_loop(0, num_levels, jump, (X, parent))
+    return X[0], X[1]
 
 
 def _subtree_flows(parent, depth, a, b):
@@ -433,7 +442,7 @@ def network_simplex(a, b, C, *, max_pivots: int, block_rows: int):
         # the tree optimal (no pivot after the refresh), so the certificate is exact.
         state = carry[0]
         parent = state[0]
-        _, _, z = _lift(parent, signed_cost(parent), levels)
+        _, z = _lift(parent, signed_cost(parent), levels)
         state = (*state[:2], z, *state[3:])
         before = state[5]
         state, _ = jax.lax.while_loop(inner_more, step, (state, jnp.asarray(False)))
@@ -450,7 +459,7 @@ def network_simplex(a, b, C, *, max_pivots: int, block_rows: int):
     no = jnp.asarray(False)
     state, _, optimal = jax.lax.while_loop(lambda c: ~c[1], outer, (state, no, no))
     parent, count = state[0], state[5]
-    _, depth, z = _lift(parent, signed_cost(parent), levels)
+    depth, z = _lift(parent, signed_cost(parent), levels)
     x = jnp.maximum(_subtree_flows(parent, depth, a, b), 0.0)
     r = _where(is_row, ids, parent)
     c = _where(is_row, parent, ids) - n

@@ -140,9 +140,10 @@ def _implicit(grad_fn: Callable, solve: Callable, aux, *params) -> Matrix:
         _, *primals = primals
         _, rhs = jax.jvp(lambda *p: F(S, *p), tuple(primals), tuple(tangents[1:]))
 
-        def matvec(t):
-            return jax.jvp(lambda X: F(X, *primals), (S,), (t,))[1]
-
+        # Linearised once: the derivative rules run (and are traced) here, and CG, which
+        # traces its operator several times (init, loop body, the transposed solve),
+        # replays the linear map alone; its loop repeats no primal work.
+        _, matvec = jax.linearize(lambda X: F(X, *primals), S)
         dS = jax.lax.custom_linear_solve(matvec, rhs, lambda mv, b: _cg(mv, b), symmetric=True)
         return S, -dS
 

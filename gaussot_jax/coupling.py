@@ -51,6 +51,8 @@ class Coupling(Pretty):
         cross_cov: ``C = Cov(x, y)`` of the optimal Gaussian coupling.
         cond_cov: ``S = Cov(y | x) = B - C^T A^{-1} C`` (the Schur complement).
         kl: ``KL(coupling || N(0, A) ⊗ N(0, B))`` at the optimum.
+        core_matrix: ``H = B^{1/2} W^T A W B^{1/2}`` (``d2 x d2``, symmetric PSD): its
+            eigenvalues ``h_i`` give the KL above and, for a bridge, the Sinkhorn rate.
     """
 
     cross_cov: Float[Array, "d d"]
@@ -59,6 +61,8 @@ class Coupling(Pretty):
     """``S = Cov(y | x) = B - C^T A^{-1} C`` (the Schur complement)."""
     kl: Float[Array, ""]
     """``KL(coupling || N(0, A) ⊗ N(0, B))`` at the optimum."""
+    core_matrix: Float[Array, "d2 d2"]
+    """``H = B^{1/2} W^T A W B^{1/2}``, whose eigenvalues ``h_i`` give the KL."""
 
 
 def _schur_factor(h):
@@ -81,7 +85,8 @@ def solve_coupling(
         W: ``(d1, d2)`` weight (any matrix; need not be invertible).
 
     Returns:
-        :class:`Coupling` with ``cross_cov`` C, ``cond_cov`` S and the optimal ``kl``.
+        :class:`Coupling` with ``cross_cov`` C, ``cond_cov`` S, the optimal ``kl`` and
+        ``core_matrix`` H.
 
     Examples:
         >>> import jax.numpy as jnp, gaussot_jax as gj
@@ -96,7 +101,7 @@ def solve_coupling(
     S = sym(XB @ M @ XB)
     C = A @ W @ S
     kl = -0.5 * chol_logdet(jnp.linalg.cholesky(M))
-    return Coupling(cross_cov=C, cond_cov=S, kl=kl)
+    return Coupling(cross_cov=C, cond_cov=S, kl=kl, core_matrix=H)
 
 
 class _GaussianCoupling(Pretty):
