@@ -105,16 +105,18 @@ def test_w2_float64_against_scipy(rng, d):
 def test_w2_gradient_rule_kept(rng, d):
     # Repeated eigenvalues: A = I, B = 2 I gives grad_A = (1 - sqrt 2) I, grad_B =
     # (1 - 1/sqrt 2) I; the Hessian-vector product matches a central difference.
+    # (Jitted: an eager grad dispatches, and compiles, each primitive on its own.)
     eye = jnp.eye(d)
     f = lambda A, B: gj.bures_wasserstein2(G(A), G(B))  # noqa: E731
-    gA, gB = jax.grad(f, argnums=(0, 1))(eye, 2 * eye)
+    grads = jax.jit(jax.grad(f, argnums=(0, 1)))
+    gA, gB = grads(eye, 2 * eye)
     np.testing.assert_allclose(gA, (1 - np.sqrt(2)) * eye, atol=1e-12)
     np.testing.assert_allclose(gB, (1 - 1 / np.sqrt(2)) * eye, atol=1e-12)
     V = rng.normal(size=(d, d))
     V = jnp.asarray(V + V.T)
-    hvp = jax.jvp(lambda A: jax.grad(f)(A, 2 * eye), (eye,), (V,))[1]
+    hvp = jax.jit(lambda A, V: jax.jvp(lambda A: jax.grad(f)(A, 2 * eye), (A,), (V,))[1])(eye, V)
     t = 1e-5
-    fd = (jax.grad(f)(eye + t * V, 2 * eye) - jax.grad(f)(eye - t * V, 2 * eye)) / (2 * t)
+    fd = (grads(eye + t * V, 2 * eye)[0] - grads(eye - t * V, 2 * eye)[0]) / (2 * t)
     np.testing.assert_allclose(hvp, fd, atol=1e-7)
 
 
@@ -174,30 +176,30 @@ def test_w2_2x2_derivatives_every_order(rng):
     # repeated eigenvalues (A = B = I; A = I, B = 2 I) and at a random pair.
     from gaussot_jax.bures import _cov_term_2x2, _cov_term_trace
 
+    # Each derivative is jitted once and reused over the pairs (an eager one dispatches,
+    # and compiles, each primitive on its own).
     V = rng.normal(size=(2, 2))
     V = jnp.asarray(V + V.T)
+    Z = jnp.zeros((2, 2))
+    grad = jax.jit(jax.grad(_cov_term_2x2, argnums=(0, 1)))
+    grad_ref = jax.jit(jax.grad(_cov_term_trace, argnums=(0, 1)))
+    hvp = jax.jit(lambda A, B, dA, dB: jax.jvp(grad, (A, B), (dA, dB))[1])
+    hessian = jax.jit(jax.hessian(_cov_term_2x2, argnums=(0, 1)))
     pairs = [(np.eye(2), np.eye(2)), (np.eye(2), 2 * np.eye(2))]
     pairs.append((random_spd(rng, 2, 30.0), random_spd(rng, 2, 5.0)))
     for A, B in pairs:
         A, B = jnp.asarray(A), jnp.asarray(B)
-        g = jax.grad(_cov_term_2x2, argnums=(0, 1))(A, B)
-        g_ref = jax.grad(_cov_term_trace, argnums=(0, 1))(A, B)
-        for x, y in zip(g, g_ref):
+        for x, y in zip(grad(A, B), grad_ref(A, B)):
             # both O(cond eps): the gradient I - T has the conditioning of T (<= 30 here)
             np.testing.assert_allclose(x, y, atol=100 * 30 * 2.2e-16)
+        H = hessian(A, B)
         for k in (0, 1):
-            grad_k = jax.grad(_cov_term_2x2, argnums=k)
-
-            def at(M, k=k, A=A, B=B, grad_k=grad_k):
-                return grad_k(*((M, B) if k == 0 else (A, M)))
-
-            M0 = (A, B)[k]
-            hvp = jax.jvp(at, (M0,), (V,))[1]
+            # d grad_k along V in argument k (0 in the other), against a central difference
+            dA, dB = (V, Z) if k == 0 else (Z, V)
             t = 1e-5  # central difference: truncation t^2 |f'''| ~ 1e-9, round-off eps/t
-            fd = (at(M0 + t * V) - at(M0 - t * V)) / (2 * t)
-            np.testing.assert_allclose(hvp, fd, atol=1e-7)
-            H = jax.hessian(_cov_term_2x2, argnums=k)(A, B)
-            assert bool(jnp.all(jnp.isfinite(H)))
+            fd = (grad(A + t * dA, B + t * dB)[k] - grad(A - t * dA, B - t * dB)[k]) / (2 * t)
+            np.testing.assert_allclose(hvp(A, B, dA, dB)[k], fd, atol=1e-7)
+            assert bool(jnp.all(jnp.isfinite(H[k][k])))
 
 
 def test_w2_2x2_singular_and_dirac():
@@ -231,6 +233,11 @@ def _w2_grad_tol(A, B, d):
     return 0.5 * p * (kA + 2.0 * np.sqrt(kA * kB) + kB) + (d + 2) * EPS32
 
 
+_w2_grads = jax.jit(
+    jax.grad(lambda A, B: gj.bures_wasserstein2(G(A, A.dtype), G(B, B.dtype)), argnums=(0, 1))
+)
+
+
 @pytest.mark.parametrize("d", [2, 4, 8])
 @pytest.mark.parametrize("cond", [1e4, 1e5, 1e6])
 def test_w2_gradient_float32_ill_conditioned(rng, d, cond):
@@ -238,15 +245,15 @@ def test_w2_gradient_float32_ill_conditioned(rng, d, cond):
     # eigenvalues lam of B^{1/2} A B^{1/2} (condition number kappa_A kappa_B = 1e12, below
     # float32 round-off: clipped to 0, inf * 0 = NaN). Now from the SVD of B^{1/2} A^{1/2}.
     # Reference: float64 gradient (the same rule, exact to 1e-10 here) on the rounded inputs.
-    f = lambda A, B: gj.bures_wasserstein2(G(A, A.dtype), G(B, B.dtype))  # noqa: E731
+    f = _w2_grads  # jitted once: the cond cases share its programs (same shapes)
     pairs = [(random_spd(rng, d, cond), random_spd(rng, d, cond)) for _ in range(2)]
     S = random_spd(rng, d, cond)
     pairs.append((S, S))  # A = B: gradient exactly 0 (T = I); old code NaN here
     for A, B in pairs:
         A32, B32 = A.astype(np.float32), B.astype(np.float32)
         A64, B64 = A32.astype(np.float64), B32.astype(np.float64)
-        g32 = jax.grad(f, argnums=(0, 1))(jnp.asarray(A32), jnp.asarray(B32))
-        g64 = jax.grad(f, argnums=(0, 1))(jnp.asarray(A64), jnp.asarray(B64))
+        g32 = f(jnp.asarray(A32), jnp.asarray(B32))
+        g64 = f(jnp.asarray(A64), jnp.asarray(B64))
         for k, (x, y) in enumerate(zip(g32, g64)):
             x, y = np.asarray(x, np.float64), np.asarray(y)
             assert np.all(np.isfinite(x)), (k, x)
@@ -261,12 +268,13 @@ def test_bures_wasserstein_gradient(rng):
     A, B = random_spd(rng, d), random_spd(rng, d)
     a, b = rng.normal(size=d), rng.normal(size=d)
 
+    @jax.jit  # once: the value, its gradient and the difference quotient reuse it
     def f(a, A):
         return gj.bures_wasserstein(gj.Gaussian(a, A), gj.Gaussian(jnp.asarray(b), B))
 
     w2 = float(f(jnp.asarray(a), jnp.asarray(A)))
     np.testing.assert_allclose(w2**2, np.sum((a - b) ** 2) + ref_w2(A, B), rtol=1e-10)
-    ga, gA = jax.grad(f, argnums=(0, 1))(jnp.asarray(a), jnp.asarray(A))
+    ga, gA = jax.jit(jax.grad(f, argnums=(0, 1)))(jnp.asarray(a), jnp.asarray(A))
     np.testing.assert_allclose(ga, (a - b) / w2, rtol=1e-10)
     V = rng.normal(size=(d, d))
     V = V + V.T
@@ -274,7 +282,7 @@ def test_bures_wasserstein_gradient(rng):
     fd = f(jnp.asarray(a), jnp.asarray(A + t * V)) - f(jnp.asarray(a), jnp.asarray(A - t * V))
     np.testing.assert_allclose(np.sum(gA * V), fd / (2 * t), rtol=1e-6)
     # At mu = nu: value at round-off level and the zero subgradient, not NaN.
-    g0 = jax.grad(lambda A: gj.bures_wasserstein(G(A), G(jnp.asarray(A))))(jnp.asarray(A))
+    g0 = jax.jit(jax.grad(lambda A: gj.bures_wasserstein(G(A), G(jnp.asarray(A)))))(jnp.asarray(A))
     np.testing.assert_array_equal(g0, 0.0)
 
 
@@ -399,11 +407,12 @@ def test_sinkhorn_divergence_gradient_rule_kept(rng):
     d, e = 4, 0.5
     A, B = nearby(rng, d, 1e-3)
     args = (jnp.asarray(A), jnp.asarray(B), jnp.asarray(e))
-    naive = jax.grad(lambda *p: _sd_cov_naive(*p)[0], argnums=(0, 1, 2))
+    # (all jitted: an eager grad or jvp dispatches, and compiles, each primitive alone)
+    naive = jax.jit(jax.grad(lambda *p: _sd_cov_naive(*p)[0], argnums=(0, 1, 2)))
     tol = 8 * d * 2.2e-16 * (np.linalg.norm(A, 2) + np.linalg.norm(B, 2)) * 2.0 / e
     dA = jnp.asarray(rng.normal(size=(d, d)))
     tangent = (dA, jnp.zeros((d, d)), jnp.asarray(0.3))
-    hvp_naive = jax.jvp(naive, args, tangent)[1]
+    hvp_naive = jax.jit(lambda *a: jax.jvp(naive, a, tangent)[1])(*args)
     for accurate in (False, True):
         f = lambda A, B, e: gj.sinkhorn_divergence(G(A), G(B), e, accurate=accurate)  # noqa: E731
         grad = jax.grad(f, argnums=(0, 1, 2))
@@ -501,7 +510,7 @@ def test_entropic_eps_derivative_large_variance(dtype):
     a, b, eps = 1e6, 2e6, 1e-3
     mu = gj.Gaussian(jnp.zeros(2, dtype), a * jnp.eye(2, dtype=dtype))
     nu = gj.Gaussian(jnp.ones(2, dtype), b * jnp.eye(2, dtype=dtype))
-    got = jax.grad(lambda e: gj.entropic_ot(mu, nu, e).cost)(jnp.asarray(eps, dtype))
+    got = jax.jit(jax.grad(lambda e: gj.entropic_ot(mu, nu, e).cost))(jnp.asarray(eps, dtype))
     s = np.sqrt(1.0 + 16.0 * a * b / eps**2)
     np.testing.assert_allclose(float(got), 2 * 0.5 * np.log((1.0 + s) / 2.0), rtol=1e-5)
 
@@ -613,9 +622,10 @@ def _uot_grad_at_dirac(A, delta, ma, mb, eps, gamma):
     return -(2.0 * gamma + eps) * np.exp(logm) * dlogm
 
 
-@pytest.mark.parametrize("d", [1, 2, 4, 8])
+@pytest.mark.parametrize("d", [1, 2, 4])
 def test_gradients_at_dirac_closed_form(rng, d):
-    # d = 1..3: Jacobi and the unrolled Cholesky; d > 3: LAPACK Cholesky with the shift.
+    # d = 1..3: Jacobi and the unrolled Cholesky; d > 3 (here 4): LAPACK Cholesky with the
+    # shift.
     # At B = 0 every eigenvalue of AB is 0 and g(lam) = g'(0) lam + O(lam^2), g'(0) =
     # -4 / (eps (1 + 1)) = -2 / eps, so grad_B Tr g(AB) = A^{1/2} g'(0) A^{1/2}:
     #   d OT / dB = I - (2/eps) A,   d S_eps / dB = -(2/eps) A   (Tr g(BB) is O(||B||^2)).
@@ -634,13 +644,16 @@ def test_gradients_at_dirac_closed_form(rng, d):
     def ot(A_, B_, a_=a, b_=b):
         return gj.entropic_ot(gj.Gaussian(a_, A_), gj.Gaussian(b_, B_), eps).cost
 
+    # (the gradients jitted: an eager grad dispatches, and compiles, each primitive alone)
     want = np.eye(d) - 2.0 / eps * A
-    gB = jax.grad(ot, argnums=1)(jnp.asarray(A), Z)
-    gA = jax.grad(ot, argnums=0)(Z, jnp.asarray(A))  # the swapped case, A = 0
+    gB = jax.jit(jax.grad(ot, argnums=1))(jnp.asarray(A), Z)
+    gA = jax.jit(jax.grad(ot, argnums=0))(Z, jnp.asarray(A))  # the swapped case, A = 0
     for g in (gB, gA):
         assert np.all(np.isfinite(g))
         assert np.abs(np.asarray(g) - want).max() <= bound
-    sd = jax.grad(lambda B_: gj.sinkhorn_divergence(gj.Gaussian(a, A), gj.Gaussian(b, B_), eps))(Z)
+    sd = jax.jit(
+        jax.grad(lambda B_: gj.sinkhorn_divergence(gj.Gaussian(a, A), gj.Gaussian(b, B_), eps))
+    )(Z)
     assert np.abs(np.asarray(sd) + 2.0 / eps * A).max() <= bound
 
     def uot(A_, B_, a_, b_, ma_, mb_):
@@ -651,8 +664,8 @@ def test_gradients_at_dirac_closed_form(rng, d):
     want_u = _uot_grad_at_dirac(A, b - a, ma, mb, eps, gamma)
     X = A + 0.5 * (eps + gamma) * np.eye(d)
     bound_u = 4.0 * p * np.linalg.cond(X) * max(1.0, np.abs(want_u).max())
-    gu = jax.grad(uot, argnums=1)(jnp.asarray(A), Z, a, b, ma, mb)
-    gu_swapped = jax.grad(uot, argnums=0)(Z, jnp.asarray(A), b, a, mb, ma)
+    gu = jax.jit(jax.grad(uot, argnums=1))(jnp.asarray(A), Z, a, b, ma, mb)
+    gu_swapped = jax.jit(jax.grad(uot, argnums=0))(Z, jnp.asarray(A), b, a, mb, ma)
     for g in (gu, gu_swapped):
         assert np.all(np.isfinite(g))
         assert np.abs(np.asarray(g) - want_u).max() <= bound_u
