@@ -104,17 +104,22 @@ def test_jit_and_vmap():
 
 
 def test_gradient_is_the_plan_and_the_potentials():
+    # (30, 37): the shape of the other tests (the solver compiles once per shape).
     rng = np.random.default_rng(9)
-    a, b, C = problem(rng, 20, 27, "gauss")
+    a, b, C = problem(rng, 30, 37, "gauss")
     out = gj.discrete_ot(a, b, C)
     ga, gb, gC = jax.grad(lambda a, b, C: gj.discrete_ot(a, b, C).cost, (0, 1, 2))(a, b, C)
     np.testing.assert_array_equal(np.asarray(gC), np.asarray(out.plan))
     np.testing.assert_array_equal(np.asarray(ga), np.asarray(out.potentials[0]))
     np.testing.assert_array_equal(np.asarray(gb), np.asarray(out.potentials[1]))
+
     # The LP value is piecewise linear in (a, b, C): with a unique nondegenerate optimum a
     # small step keeps the basis, so central differences are exact up to round-off
-    # (|C| eps / h).
-    cost = jax.jit(lambda a, b, C: gj.discrete_ot(a, b, C).cost)
+    # (|C| eps / h). The differences call discrete_ot itself (its compiled solver for this
+    # shape) on NumPy-perturbed inputs.
+    def cost(a, b, C):
+        return float(gj.discrete_ot(a, b, C).cost)
+
     h = 1e-7
     dC = rng.normal(size=C.shape)
     fd = (cost(a, b, C + h * dC) - cost(a, b, C - h * dC)) / (2 * h)
@@ -158,12 +163,13 @@ def test_max_pivots_validation():
 
 def test_one_by_m_and_n_by_one():
     # A single row (column): the only coupling; the tree is a star.
-    b = np.array([0.2, 0.3, 0.5])
-    C = np.array([[1.0, 2.0, 3.0]])
+    # (1, 4) is also a shape of test_mixtures' CASES (one compile per shape).
+    b = np.array([0.1, 0.2, 0.3, 0.4])
+    C = np.array([[1.0, 2.0, 3.0, 4.0]])
     out = gj.discrete_ot(np.ones(1), b, C)
     np.testing.assert_allclose(np.asarray(out.plan), b[None], atol=1e-16)
     out = gj.discrete_ot(b, np.ones(1), C.T)
-    np.testing.assert_allclose(float(out.cost), 2.3, rtol=1e-15)
+    np.testing.assert_allclose(float(out.cost), 3.0, rtol=1e-15)
 
 
 def test_network_simplex_unbatched_kernel_is_jittable():
@@ -180,6 +186,7 @@ def test_euler_tour_intervals_match_a_depth_first_walk():
     # by list ranking must be the depth-first walk (children in index order).
     from gaussot_jax._simplex import _euler_tour
 
+    tour = jax.jit(_euler_tour)  # one program per N (eagerly: one per primitive and N)
     rng = np.random.default_rng(14)
     for N in (2, 3, 9, 40):
         root = int(rng.integers(N))
@@ -199,7 +206,7 @@ def test_euler_tour_intervals_match_a_depth_first_walk():
                 walk.append(v)
 
         visit(root)
-        np.testing.assert_array_equal(np.asarray(_euler_tour(jnp.asarray(parent, jnp.int32))), walk)
+        np.testing.assert_array_equal(np.asarray(tour(jnp.asarray(parent, jnp.int32))), walk)
 
 
 @pytest.mark.parametrize("shape", [(1, 6), (7, 3), (12, 12), (20, 9)])

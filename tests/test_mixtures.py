@@ -22,8 +22,10 @@ def as_mixture(w, m, S):
     return gj.GaussianMixture(w, m, S)
 
 
-# (k1, k2, d): 1..8 components, d = 1..5
-CASES = [(1, 1, 1), (1, 4, 2), (2, 5, 3), (8, 6, 2), (4, 7, 4), (6, 8, 5), (5, 5, 3)]
+# (k1, k2, d): 1..8 components (one component each, one against four, k1 > k2, k1 < k2,
+# square), d = 1..5. The exact LP compiles once per (k1, k2): test_discrete_ot_exact_lp_
+# against_emd reuses these shapes, and (1, 4) is test_discrete's one-row case.
+CASES = [(1, 1, 1), (1, 4, 2), (7, 3, 3), (5, 5, 4), (6, 8, 5)]
 
 
 @pytest.mark.parametrize("k1,k2,d", CASES)
@@ -47,10 +49,10 @@ def test_mixture_w2_and_plan_match_pot(k1, k2, d):
 
 def test_discrete_ot_exact_lp_against_emd():
     # Random and degenerate (uniform weights: permutation optima) problems.
-    # Four shapes (the solver compiles once per shape), three problems each; the square
-    # ones alternate between uniform weights and random ones.
+    # Four shapes, those of CASES (the solver compiles once per shape), three problems
+    # each; on the square one uniform weights (trials 1 and 9) alternate with random ones.
     rng = np.random.default_rng(1)
-    shapes = [(1, 6), (5, 5), (8, 3), (7, 7)]
+    shapes = [(1, 4), (5, 5), (7, 3), (6, 8)]
     for trial in range(12):
         n, m = shapes[trial % 4]
         if n == m and trial % 8 < 4:
@@ -100,8 +102,10 @@ def test_gradients_against_central_differences(epsilon, ceps):
         e = epsilon if epsilon == 0.0 else eps
         return gj.mixture_ot(p, q, epsilon=e, component_epsilon=ceps).cost
 
-    f = jax.jit(cost)
-    g = jax.jit(jax.grad(cost, argnums=(0, 1, 2, 3)))(w1, m1, S1, 0.3)
+    # One program for the value and the gradient (the differences use its value).
+    vg = jax.jit(jax.value_and_grad(cost, argnums=(0, 1, 2, 3)))
+    f = lambda *args: vg(*args)[0]  # noqa: E731
+    g = vg(w1, m1, S1, 0.3)[1]
     dm = rng.normal(size=m1.shape)
     dS = np.stack([random_spd(rng, 2) for _ in range(3)]) * 0.1
     dw = rng.normal(size=3)
@@ -279,8 +283,9 @@ def test_zero_cost_matrix_is_finite(dtype):
         jnp.ones(1, dtype), jnp.zeros((1, 2), dtype), jnp.eye(2, dtype=dtype)[None]
     )
     assert float(gj.mixture_wasserstein2(p, p)) == 0.0
-    a = jnp.full(3, 1 / 3, dtype)
-    out = gj.discrete_ot(a, a, jnp.zeros((3, 3), dtype))
+    # The LP at test_discrete's (30, 37) (compiled there in both dtypes).
+    a, b = jnp.full(30, 1 / 30, dtype), jnp.full(37, 1 / 37, dtype)
+    out = gj.discrete_ot(a, b, jnp.zeros((30, 37), dtype))
     assert np.all(np.isfinite(np.asarray(out.plan)))
     np.testing.assert_allclose(
         np.asarray(out.plan.sum(1)), np.asarray(a), rtol=10 * jnp.finfo(dtype).eps
