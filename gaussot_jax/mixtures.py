@@ -337,10 +337,7 @@ class MixtureOT(Pretty):
         ``T_ij`` the Monge map from ``p_i`` to ``q_j`` (the entropic map for a
         ``component_epsilon``); POT's ``gmm_ot_apply_map(method="bary")``.
         """
-        i, _, vals, A, b = self._pairs()
-        w = jnp.exp(self._pair_logits(x, i, vals))
-        Tx = jnp.einsum("mij,...j->...mi", A, x) + b
-        return jnp.einsum("...m,...mi->...i", w, Tx)
+        return _map(self, jnp.asarray(x))
 
     def transport_map(self, x: Float[Array, "*points d"]) -> Float[Array, "*points d"]:
         """The same map as :meth:`map`, by the library's common name."""
@@ -351,9 +348,7 @@ class MixtureOT(Pretty):
 
         The pair is drawn independently for every point of ``x`` (shape (..., d)).
         """
-        i, _, vals, A, b = self._pairs()
-        e = jax.random.categorical(key, self._pair_logits(x, i, vals), axis=-1)
-        return jnp.einsum("...ij,...j->...i", A[e], x) + b[e]
+        return _sample_map(self, key, jnp.asarray(x))
 
     def plan_density(
         self, x: Float[Array, "*points d"], y: Float[Array, "*points d"], *, atol: float = 1e-2
@@ -365,12 +360,7 @@ class MixtureOT(Pretty):
         ``x`` on ``atol``-neighbourhoods of the graphs. For a grid pass
         ``x[:, None]`` and ``y[None, :]``.
         """
-        i, _, vals, A, b = self._pairs()
-        x, y = jnp.broadcast_arrays(x, y)
-        Tx = jnp.einsum("mij,...j->...mi", A, x) + b
-        near = jnp.linalg.norm(Tx - y[..., None, :], axis=-1) < atol
-        dens = jnp.exp(self.source.component_log_probs(x))[..., i]
-        return jnp.sum(vals * dens * near, axis=-1)
+        return _plan_density(self, jnp.asarray(x), jnp.asarray(y), jnp.asarray(atol))
 
     def component_coupling(self, i: int, j: int) -> Gaussian:
         """The optimal Gaussian coupling of components ``p_i`` and ``q_j`` on ``R^{2d}``."""
@@ -382,6 +372,33 @@ class MixtureOT(Pretty):
         C = mu.cov @ T.T
         cov = jnp.block([[mu.cov, C], [C.T, nu.cov]])
         return Gaussian(jnp.concatenate([mu.mean, nu.mean]), sym(cov), validate=False)
+
+
+# The maps' array work, one module-level jit each (docs/conventions.md#jit): eager, the
+# pair maps' vmap and the top_k would dispatch (and compile) primitive by primitive.
+@jax.jit
+def _map(out: MixtureOT, x: Array) -> Array:
+    i, _, vals, A, b = out._pairs()
+    w = jnp.exp(out._pair_logits(x, i, vals))
+    Tx = jnp.einsum("mij,...j->...mi", A, x) + b
+    return jnp.einsum("...m,...mi->...i", w, Tx)
+
+
+@jax.jit
+def _sample_map(out: MixtureOT, key: PRNGKeyArray, x: Array) -> Array:
+    i, _, vals, A, b = out._pairs()
+    e = jax.random.categorical(key, out._pair_logits(x, i, vals), axis=-1)
+    return jnp.einsum("...ij,...j->...i", A[e], x) + b[e]
+
+
+@jax.jit
+def _plan_density(out: MixtureOT, x: Array, y: Array, atol: Array) -> Array:
+    i, _, vals, A, b = out._pairs()
+    x, y = jnp.broadcast_arrays(x, y)
+    Tx = jnp.einsum("mij,...j->...mi", A, x) + b
+    near = jnp.linalg.norm(Tx - y[..., None, :], axis=-1) < atol
+    dens = jnp.exp(out.source.component_log_probs(x))[..., i]
+    return jnp.sum(vals * dens * near, axis=-1)
 
 
 def _cost_matrix(p, q, component_epsilon, debiased: bool):
