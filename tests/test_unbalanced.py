@@ -378,13 +378,25 @@ def _dense_cross_tangent(At, Bt, sigma2, tau, dAt, dBt, dsigma2, dtau):
     return np.linalg.solve(L, rhs.reshape(-1)).reshape(d, d), np.linalg.cond(L)
 
 
+@jax.jit
+def _cross_jvp(primals, tangents):
+    from gaussot_jax.unbalanced import _cross
+
+    return jax.jvp(_cross, primals, tangents)
+
+
+@jax.jit
+def _cross_pairing_grad(ct, *primals):
+    from gaussot_jax.unbalanced import _cross
+
+    return jax.grad(lambda *p: jnp.sum(ct * _cross(*p)), argnums=(0, 1, 2, 3))(*primals)
+
+
 @pytest.mark.parametrize(
     "d, rank_a, rank_b",
     [(2, 2, 2), (3, 1, 1), (3, 3, 0), (4, 4, 2), (5, 2, 3), (6, 6, 6), (6, 3, 3)],
 )
 def test_cross_tangent_matches_dense_sylvester_solve(rng, d, rank_a, rank_b):
-    from gaussot_jax.unbalanced import _cross
-
     eps, gam = 0.6, 1.4
     sigma2, lam, tau = eps / 2, (eps + gam) / 2, gam / (gam + eps)
     # At = (gam/2) A (A + lam)^{-1} has eigenvalues in [0, gam/2)
@@ -400,11 +412,12 @@ def test_cross_tangent_matches_dense_sylvester_solve(rng, d, rank_a, rank_b):
     bound = 8 * d * d * np.finfo(np.float64).eps * cond * np.abs(want).max()
 
     jp, jt = tuple(map(jnp.asarray, primals)), tuple(map(jnp.asarray, tangents))
-    C, dC = jax.jvp(_cross, jp, jt)
+    # jvp and grad each jitted once (module level): one program per d, not one per op
+    C, dC = _cross_jvp(jp, jt)
     np.testing.assert_allclose(dC, want, rtol=0, atol=bound)
     # reverse mode is the transpose of the same rule: <ct, dC> = sum_i <grad_i, t_i>
     ct = rng.normal(size=(d, d))
-    grads = jax.grad(lambda *p: jnp.sum(ct * _cross(*p)), argnums=(0, 1, 2, 3))(*jp)
+    grads = _cross_pairing_grad(jnp.asarray(ct), *jp)
     pairing = sum(float(jnp.sum(g * t)) for g, t in zip(grads, jt))
     np.testing.assert_allclose(pairing, np.sum(ct * want), rtol=0, atol=bound * np.abs(ct).sum())
 
@@ -459,18 +472,21 @@ def test_plan_derivatives_match_central_differences(rng):
     dirs = (jnp.asarray(sym(rng.normal(size=(d, d)))), jnp.asarray(sym(rng.normal(size=(d, d)))),
             jnp.asarray(0.3), jnp.asarray(-0.5))  # fmt: skip
     h = 1e-5
-    fl = jax.jit(f)
+    # Two programs: value_and_grad (the reverse derivative, and the values and gradients
+    # the central differences need) and its jvp, whose tangent is the forward derivative
+    # of the value and the Hessian-vector product (jvp of grad) together.
+    vg = jax.value_and_grad(f, argnums=(0, 1, 2, 3))
+    vg_j = jax.jit(vg)
     shift = lambda s: [a + s * v for a, v in zip(args, dirs)]  # noqa: E731
-    fd = (fl(*shift(h)) - fl(*shift(-h))) / (2 * h)
-    fwd = jax.jit(lambda *a: jax.jvp(f, a, dirs)[1])(*args)
-    grads = jax.jit(jax.grad(f, argnums=(0, 1, 2, 3)))(*args)
+    (fp, gp_all), (fm, gm_all) = vg_j(*shift(h)), vg_j(*shift(-h))
+    fd = (fp - fm) / (2 * h)
+    _, grads = vg_j(*args)
+    fwd, hvp = jax.jit(lambda *a: jax.jvp(vg, a, dirs)[1])(*args)
     rev = sum(jnp.sum(g * v) for g, v in zip(grads, dirs))
     np.testing.assert_allclose(fwd, fd, rtol=1e-7)
     np.testing.assert_allclose(rev, fd, rtol=1e-7)
     # Hessian-vector product (jvp of grad) against central differences of the gradient
-    grad = jax.jit(jax.grad(f, argnums=(0, 1, 2, 3)))
-    hvp = jax.jit(lambda *a: jax.jvp(lambda *b: grad(*b), a, dirs)[1])(*args)
-    for hv, gp, gm in zip(hvp, grad(*shift(h)), grad(*shift(-h))):
+    for hv, gp, gm in zip(hvp, gp_all, gm_all):
         fdh = (gp - gm) / (2 * h)
         np.testing.assert_allclose(hv, fdh, rtol=1e-6, atol=1e-6 * np.abs(fdh).max())
 
@@ -483,10 +499,11 @@ def test_plan_gradient_runs_at_d256(rng):
     f = _plan_scalar(d, rng)
     A, B = jnp.asarray(random_spd(rng, d, 10.0)), jnp.asarray(0.5 * random_spd(rng, d, 10.0))
     eps, gam = jnp.asarray(0.5), jnp.asarray(1.0)
-    value, (gA, gB) = jax.jit(jax.value_and_grad(f, argnums=(0, 1)))(A, B, eps, gam)
+    vg = jax.jit(jax.value_and_grad(f, argnums=(0, 1)))
+    value, (gA, gB) = vg(A, B, eps, gam)
     assert np.isfinite(value) and np.all(np.isfinite(gA)) and np.all(np.isfinite(gB))
     E = jnp.asarray(sym(rng.normal(size=(d, d)))) / np.sqrt(d)
     h = 1e-5
-    fl = jax.jit(f)
+    fl = lambda *a: vg(*a)[0]  # noqa: E731  (the same program: no second compile at d = 256)
     fd = (fl(A + h * E, B - h * E, eps, gam) - fl(A - h * E, B + h * E, eps, gam)) / (2 * h)
     np.testing.assert_allclose(jnp.sum(gA * E) - jnp.sum(gB * E), fd, rtol=1e-6)
