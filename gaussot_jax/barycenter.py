@@ -195,6 +195,7 @@ def _Q(S: Matrix, covs: Array, w: Array, eps: Array | None, debiased: bool) -> M
     return psd_fn(_k_inv_sqrt, R, eps) if debiased else R
 
 
+@functools.partial(jax.jit, static_argnums=4)  # jit policy (docs/conventions.md#jit)
 def _residual(S, covs, w, eps, debiased):
     R = _R(S, covs, w, eps)[1]
     lhs = psd_fn(_k, sym(S @ S), eps) if debiased else S
