@@ -21,24 +21,20 @@ from ._sde_checks import _check_plan, _check_scalar, _check_times
 from ._sde_kernels import _transition
 from .gaussians import Gaussian, LinearGaussianKernel
 from .linalg import sqrtm_unchecked as sqrtm
-from .linalg import sym
 
 
 @jax.jit
 def _pinned(M, c, Q, t, T):
     """``(u, [B_x, B_y], Sigma_t)``: the law of ``X_t`` given ``(X_0, X_T)``."""
-    d = M.shape[0]
     (a_t, a_r), (b_t, b_r), (S_t, S_r) = jax.vmap(_transition, (None, None, None, 0))(
         M, c, Q, jnp.stack([t, T - t])
     )
     # The Bayes map of N(a_t, S_t) observed through y = a_r + b_r X_t + N(0, S_r) gives the
-    # gain and u = a_t - gain a_T; the covariance is kept here in Joseph form (PSD).
+    # gain, u = a_t - gain a_T and the covariance (Joseph form, PSD: see bayes).
     obs = LinearGaussianKernel(a_r, b_r, S_r, validate=False)
     back = obs.bayes(Gaussian(a_t, S_t, validate=False))
     gain = back.beta
-    R = jnp.eye(d, dtype=M.dtype) - gain @ b_r
-    Sigma = sym(R @ S_t @ R.T + gain @ S_r @ gain.T)
-    return back.alpha, jnp.concatenate([b_t - gain @ (b_r @ b_t), gain], axis=1), Sigma
+    return back.alpha, jnp.concatenate([b_t - gain @ (b_r @ b_t), gain], axis=1), back.tau
 
 
 @functools.partial(jax.jit, static_argnums=8)

@@ -81,6 +81,36 @@ def test_bayes_map_against_joint_conditioning(rng):
     np.testing.assert_allclose(fwd.tau, K.tau, atol=1e-12)
 
 
+@pytest.mark.parametrize(
+    ("dtype", "t", "tol"), [(jnp.float64, 1e-17, 1e-12), (jnp.float32, 1e-8, 1e-4)]
+)
+def test_bayes_map_near_exact_observation_joseph_form(rng, dtype, t, tol):
+    # An observation noise t below eps |S|: P = beta S beta^T + t I rounds to beta S beta^T,
+    # so the textbook covariance S - g beta S is pure cancellation (error ~ eps |S|, above
+    # the answer ~ t). The Joseph form's error is second order in the gain's: a few eps
+    # relative plus eps^2 |S| / t (1e-15 in float64, 1.4e-6 in float32); the tolerances
+    # are that bound times ~50.
+    d = 3
+    Q = np.linalg.qr(rng.normal(size=(d, d)))[0]
+    beta = np.linalg.qr(rng.normal(size=(d, d)))[0]
+    S = Q @ np.diag([1.0, 0.5, 0.25]) @ Q.T
+    K = gj.LinearGaussianKernel(
+        jnp.zeros(d, dtype), jnp.asarray(beta, dtype), jnp.asarray(t * np.eye(d), dtype)
+    )
+    back = K.bayes(gj.Gaussian(jnp.zeros(d, dtype), jnp.asarray(S, dtype)))
+    assert back.tau.dtype == dtype
+    # Independent: the information form (S^{-1} + beta^T beta / t)^{-1}, well conditioned.
+    ref = np.linalg.inv(np.linalg.inv(S) + beta.T @ beta / t)
+    err = np.linalg.norm(np.asarray(back.tau, np.float64) - ref) / np.linalg.norm(ref)
+    assert err < tol
+    assert np.linalg.eigvalsh(np.asarray(back.tau, np.float64)).min() > 0
+    # The textbook form at the same precision is off by more than the answer itself.
+    S_, b_ = np.asarray(S, dtype), np.asarray(beta, dtype)
+    g = np.linalg.solve(b_ @ S_ @ b_.T + dtype(t) * np.eye(d, dtype=dtype), b_ @ S_).T
+    textbook = np.asarray(S_ - g @ b_ @ S_, np.float64)
+    assert np.linalg.norm(textbook - ref) / np.linalg.norm(ref) > 1e3 * tol
+
+
 def test_types_vmap_and_batch_shapes(rng):
     means = rng.normal(size=(5, 2))
     covs = np.stack([random_spd(rng, 2) for _ in range(5)])
