@@ -1,10 +1,11 @@
 """discrete_ot at epsilon = 0 (the network simplex) against POT's exact LP (ot.emd / emd2).
 
 Tolerances. The LP optimum is a vertex whose flows are sums and differences of the weights
-along tree paths, and our value is certified to ``tol = (n + m) eps max|C|`` (every reduced
-cost ``>= -tol``: ``(f, g - tol)`` is dual feasible, total mass 1). POT's value is a vertex
-too, and ``<P, C>`` summed over the ``<= n + m - 1`` support entries adds
-``(n + m) eps max|C|`` on either side: we allow ``4 (n + m) eps max|C|`` absolute. The
+along tree paths, and our value is certified to ``tol = (n' + m') eps max|C|`` with
+``n' >= n``, ``m' >= m`` the padded sizes the solver runs on (every reduced cost
+``>= -tol``: ``(f, g - tol)`` is dual feasible, total mass 1). POT's value is a vertex too,
+and ``<P, C>`` summed over the ``<= n + m - 1`` support entries adds ``(n + m) eps max|C|``
+on either side: we allow twice the sum, ``2 (n' + m' + n + m) eps max|C|`` absolute. The
 plan's marginals are subtree sums of the weights (``<= n + m`` terms): ``(n + m) eps``.
 """
 
@@ -17,6 +18,7 @@ import ot
 import pytest
 
 import gaussot_jax as gj
+from gaussot_jax._discrete import _solve_jit, lp_size
 from gaussot_jax._simplex import network_simplex
 
 
@@ -43,11 +45,14 @@ def problem(rng, n, m, kind):
 
 def check_lp(out, a, b, C):
     n, m = C.shape
+    N = lp_size(n) + lp_size(m)  # the certificate's path length (padded sizes)
     eps = np.finfo(np.float64).eps
     scale = np.abs(C).max()
     ref = ot.emd2(a, b, C, numItermax=10**7)
     assert bool(out.converged)
-    assert abs(float(out.cost) - ref) <= 4 * (n + m) * eps * scale
+    assert out.plan.shape == (n, m) and out.potentials[0].shape == (n,)
+    assert out.potentials[1].shape == (m,)
+    assert abs(float(out.cost) - ref) <= 2 * (N + n + m) * eps * scale
     P = np.asarray(out.plan)
     assert P.min() >= 0.0
     np.testing.assert_allclose(P.sum(1), a, rtol=0, atol=(n + m) * eps)
@@ -56,8 +61,31 @@ def check_lp(out, a, b, C):
     # The duals certify optimality: dual feasible to tol, complementary on the support.
     f, g = (np.asarray(x) for x in out.potentials)
     reduced = C - f[:, None] - g[None, :]
-    assert reduced.min() >= -2 * (n + m) * eps * scale
-    assert np.abs(reduced[P > 0]).max(initial=0.0) <= 2 * (n + m) * eps * scale
+    assert reduced.min() >= -2 * N * eps * scale
+    assert np.abs(reduced[P > 0]).max(initial=0.0) <= 2 * N * eps * scale
+
+
+def test_nearby_sizes_share_one_compiled_solver():
+    # Up to 8 atoms a side the LP runs on the padded 8 x 8 problem (zero weights): one
+    # compiled simplex for all these shapes, results as POT's on the unpadded problem,
+    # real zero weights included.
+    assert [lp_size(k) for k in (1, 8, 9, 11, 16, 17, 100, 1000, 1025)] == [
+        8,
+        8,
+        10,
+        12,
+        16,
+        20,
+        112,
+        1024,
+        1280,
+    ]
+    rng = np.random.default_rng(14)
+    before = _solve_jit._cache_size()
+    for n, m, kind in ((3, 5, "gauss"), (7, 2, "ties"), (8, 8, "uniform"), (6, 8, "zeros")):
+        a, b, C = problem(rng, n, m, kind)
+        check_lp(gj.discrete_ot(a, b, C), a, b, C)
+    assert _solve_jit._cache_size() - before <= 1
 
 
 @pytest.mark.parametrize("k", [5, 30, 100, 300])
@@ -136,8 +164,8 @@ def test_float32():
     out = gj.discrete_ot(*(jnp.asarray(x, jnp.float32) for x in (a, b, C)))
     assert out.cost.dtype == jnp.float32
     # float32 inputs: the weights and costs themselves are rounded (relative 6e-8), the
-    # certificate is (n + m) eps32 max|C|.
-    bound = 4 * 67 * np.finfo(np.float32).eps * C.max()
+    # certificate is (n' + m') eps32 max|C| (padded sizes), POT's sum (n + m) eps32 max|C|.
+    bound = 2 * (lp_size(30) + lp_size(37) + 67) * np.finfo(np.float32).eps * C.max()
     assert abs(float(out.cost) - ot.emd2(a, b, C)) <= bound
     P = np.asarray(out.plan)
     assert P.min() >= 0
