@@ -31,13 +31,12 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from . import _checks
-from .coupling import _balanced_g, isotropic_terms
+from .coupling import isotropic_terms
 from .gaussians import Gaussian
 from .linalg import inv_sqrtm_unchecked as inv_sqrtm
 from .linalg import psd_fn_unchecked as psd_fn
 from .linalg import sqrtm_unchecked as sqrtm
 from .linalg import sym
-from .linalg import trace_fn_unchecked as trace_fn
 
 __all__ = [
     "bures_barycenter",
@@ -202,18 +201,26 @@ def _residual(S, covs, w, eps, debiased):
     return jnp.linalg.norm(lhs - R) / jnp.linalg.norm(S)
 
 
-def _objective(S: Matrix, covs: Array, w: Array, eps: Array | None, debiased: bool) -> Array:
-    if eps is None:
-        cross = jax.vmap(lambda A: -2.0 * trace_fn(jnp.sqrt, S, A))(covs)
-        return jnp.trace(S) + w @ cross
-    cross = jax.vmap(lambda A: trace_fn(_balanced_g, S, A, eps))(covs)
-    if debiased:
-        return w @ cross - 0.5 * trace_fn(_balanced_g, S, S, eps)
-    return jnp.trace(S) + w @ cross
+def _k_sq_over(lam, eps):
+    """``k(lam^2) / lam = x / (1 + (1 + x^2)^{1/2})`` with ``x = 4 lam / eps``."""
+    x = (4.0 / eps) * lam  # (not jnp.hypot: the Frechet derivatives' jet has no rule for it)
+    return x / (1.0 + jnp.sqrt(1.0 + x * x))
 
 
 def _grad(S, covs, w, eps, debiased):
-    return sym(jax.grad(_objective)(sym(S), covs, w, eps, debiased))
+    """``grad_S J`` in closed form (derived above), symmetrised.
+
+    ``I - S^{-1/2} R S^{-1/2}``, or ``S^{-1} k(S^2) - S^{-1/2} R S^{-1/2}`` (debiased).
+    Written out rather than ``jax.grad`` of ``J``: the implicit tangent differentiates it
+    once more, and the closed form needs first derivatives of ``sqrtm`` and ``psd_fn``
+    where autodiff of ``J`` would need second derivatives of ``trace_fn`` (the compile of
+    a barycenter's gradient halves). Its Jacobian is ``J``'s Hessian all the same.
+    """
+    S = sym(S)
+    R = _R(S, covs, w, eps)[1]
+    Z = inv_sqrtm(S)
+    first = psd_fn(_k_sq_over, S, eps) if debiased else jnp.eye(S.shape[-1], dtype=S.dtype)
+    return sym(first - Z @ R @ Z)
 
 
 def _fixed_point(covs, w, eps, *, debiased: bool, tol: Array, max_iter: int) -> Matrix:
