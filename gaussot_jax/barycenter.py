@@ -31,6 +31,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from . import _checks
+from ._eigh import _eigh_psd, _rebuild
 from .coupling import isotropic_terms
 from .gaussians import Gaussian
 from .linalg import inv_sqrtm_unchecked as inv_sqrtm
@@ -178,25 +179,25 @@ def _k_inv_sqrt(y, eps):
     return jnp.sqrt(y * y + 0.5 * eps * y)
 
 
-def _R(S: Matrix, covs: Array, w: Array, eps: Array | None) -> tuple[Matrix, Matrix]:
-    """``(S^{1/2}, sum_i w_i k(S^{1/2} A_i S^{1/2}))``; ``k = sqrt`` when ``eps is None``."""
-    X = sqrtm(S)
+def _R(X: Matrix, covs: Array, w: Array, eps: Array | None) -> Matrix:
+    """``sum_i w_i k(X A_i X)`` with ``X = S^{1/2}``; ``k = sqrt`` when ``eps is None``."""
 
     def one(A):
         M = sym(X @ A @ X)
         return sqrtm(M) if eps is None else psd_fn(_k, M, eps)
 
-    return X, jnp.einsum("i,ijk->jk", w, jax.vmap(one)(covs))
+    return jnp.einsum("i,ijk->jk", w, jax.vmap(one)(covs))
 
 
-def _Q(S: Matrix, covs: Array, w: Array, eps: Array | None, debiased: bool) -> Matrix:
-    R = _R(S, covs, w, eps)[1]
+def _Q(X: Matrix, covs: Array, w: Array, eps: Array | None, debiased: bool) -> Matrix:
+    """The fixed-point map's ``Q`` (above) at ``S = X^2``."""
+    R = _R(X, covs, w, eps)
     return psd_fn(_k_inv_sqrt, R, eps) if debiased else R
 
 
 @functools.partial(jax.jit, static_argnums=4)  # jit policy (docs/conventions.md#jit)
 def _residual(S, covs, w, eps, debiased):
-    R = _R(S, covs, w, eps)[1]
+    R = _R(sqrtm(S), covs, w, eps)
     lhs = psd_fn(_k, sym(S @ S), eps) if debiased else S
     return jnp.linalg.norm(lhs - R) / jnp.linalg.norm(S)
 
@@ -217,7 +218,7 @@ def _grad(S, covs, w, eps, debiased):
     a barycenter's gradient halves). Its Jacobian is ``J``'s Hessian all the same.
     """
     S = sym(S)
-    R = _R(S, covs, w, eps)[1]
+    R = _R(sqrtm(S), covs, w, eps)
     Z = inv_sqrtm(S)
     first = psd_fn(_k_sq_over, S, eps) if debiased else jnp.eye(S.shape[-1], dtype=S.dtype)
     return sym(first - Z @ R @ Z)
@@ -230,8 +231,9 @@ def _fixed_point(covs, w, eps, *, debiased: bool, tol: Array, max_iter: int) -> 
 
     def body(carry):
         S, k, _ = carry
-        Z = inv_sqrtm(S)
-        Q = _Q(S, covs, w, eps, debiased)
+        lam, V = _eigh_psd(S)  # S^{1/2} and S^{-1/2} from one decomposition (no tangents)
+        X, Z = _rebuild(V, jnp.sqrt(lam)), _rebuild(V, jax.lax.rsqrt(lam))
+        Q = _Q(X, covs, w, eps, debiased)
         S_new = sym(Z @ Q @ Q @ Z)
         delta = jnp.linalg.norm(S_new - S) / jnp.linalg.norm(S_new)
         return S_new, k + 1, delta

@@ -79,7 +79,7 @@ def _unrolled(covs, w, eps, debiased, num_iters):
 
     def step(S, _):
         Z = gj.inv_sqrtm(S)
-        Qm = _Q(S, covs, w, eps, debiased)
+        Qm = _Q(gj.sqrtm(S), covs, w, eps, debiased)
         return gj.sym(Z @ Qm @ Qm @ Z), None
 
     return jax.lax.scan(step, jnp.einsum("i,ijk->jk", w, covs), None, length=num_iters)[0]
