@@ -8,6 +8,7 @@ floors measured in the same run, so a loaded machine shifts the times, not the s
     python benchmarks/bench.py --scaling        # + scaling in N (d = 2) and d (N = 1000), PNG
     python benchmarks/bench.py --quick          # small sizes, a smoke run
     python benchmarks/bench.py --fid            # + W2 at d = 2048 vs eigenvalue-only, SciPy
+    python benchmarks/bench.py --compile-only   # trace + compile of every public loss (d = 8)
 
 Results: ``benchmarks/results/<name>.json`` (machine, versions, all numbers) and
 ``benchmarks/results/scaling.png``.
@@ -291,6 +292,61 @@ def compile_times(d, rng):
     return out
 
 
+def _public_losses(d):
+    """A scalar loss of ``(a, A, b, B)`` for each public differentiable entry point."""
+    kernel = gj.brownian_kernel(d, 1.0)
+
+    def pair(a, A, b, B):
+        return _g(a, A), _g(b, B)
+
+    def bary(a, A, b, B):
+        return gj.Gaussian(jnp.stack([a, b]), jnp.stack([A, B]), validate=False)
+
+    def mix(a, A, b, B, w):
+        return gj.GaussianMixture(
+            jnp.array([w, 1.0 - w]), jnp.stack([a, b]), jnp.stack([A, B]), validate=False
+        )
+
+    def scaled(a, A, mass):
+        return gj.ScaledGaussian(jnp.asarray(mass), a, A, validate=False)
+
+    def reference(a, A, b, B):
+        mu, nu = pair(a, A, b, B)
+        return gj.entropic_ot(mu, nu, 1.0, gj.correlation_reference(mu, nu, 0.3 * jnp.eye(d))).cost
+
+    return {
+        "bures_wasserstein2": lambda *x: gj.bures_wasserstein2(*pair(*x)),
+        "entropic_ot(...).cost": lambda *x: gj.entropic_ot(*pair(*x), 1.0).cost,
+        "entropic_ot (reference)": reference,
+        "sinkhorn_divergence": lambda *x: gj.sinkhorn_divergence(*pair(*x), 1.0),
+        "unbalanced_entropic_ot": lambda a, A, b, B: (
+            gj.unbalanced_entropic_ot(scaled(a, A, 1.0), scaled(b, B, 2.0), 1.0, 1.0).cost
+        ),
+        "schrodinger_bridge(...).kl": lambda *x: gj.schrodinger_bridge(*pair(*x), kernel).kl,
+        "gaussian_sinkhorn (10 iterations)": lambda *x: jnp.sum(
+            gj.gaussian_sinkhorn(*pair(*x), kernel, 10).forward.tau
+        ),
+        "kl_gaussian": lambda *x: gj.kl_gaussian(*pair(*x)),
+        "bures_barycenter (2 inputs)": lambda *x: jnp.sum(gj.bures_barycenter(bary(*x)).cov),
+        "entropic_barycenter (debiased)": lambda *x: jnp.sum(
+            gj.entropic_barycenter(bary(*x), None, 1.0, debiased=True).cov
+        ),
+        "mixture_wasserstein2 (2 x 2 components)": lambda a, A, b, B: gj.mixture_wasserstein2(
+            mix(a, A, b, B, 0.3), mix(b, A, a, B, 0.6)
+        ),
+    }
+
+
+def public_compile_times(d, rng):
+    """Trace + compile of forward and value_and_grad of every public loss at ``d``."""
+    args = batch(rng, 4, d, jnp.float64)
+    out = {}
+    for name, f in _public_losses(d).items():
+        out[name] = dict(fwd_s=compile_time(f, args), vag_s=compile_time(f, args, True))
+        print(f"   {name:42s} {out[name]['fwd_s']:6.2f} {out[name]['vag_s']:6.2f}", flush=True)
+    return out
+
+
 def scaling(rng, dtype, Ns, ds, d_for_N=2, N_for_d=1000):
     names = [
         "floor: eigh",
@@ -439,6 +495,11 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true")
     p.add_argument("--scaling", action="store_true")
     p.add_argument("--fid", action="store_true", help="+ one pair at d = 2048 (FID scale)")
+    p.add_argument(
+        "--compile-only",
+        action="store_true",
+        help="only the compile times of every public loss (forward, value_and_grad)",
+    )
     p.add_argument("--name", default="cpu")
     p.add_argument("--out", default=str(HERE / "results"))
     args = p.parse_args(argv)
@@ -449,6 +510,12 @@ def main(argv=None):
     N, d = (50, 4) if args.quick else (1000, 8)
     res = dict(machine=machine(), N=N, d=d, tables={})
     print(f"machine: {res['machine']}", flush=True)
+    if args.compile_only:
+        print(f"[compile] every public loss, d = {d}: forward, value_and_grad (s)", flush=True)
+        res["public_compile_s"] = public_compile_times(d, rng)
+        (out / f"{args.name}_compile.json").write_text(json.dumps(res, indent=1, default=str))
+        print("saved", out / f"{args.name}_compile.json", flush=True)
+        return
     for dtype in (jnp.float64, jnp.float32):
         print(f"[table] N={N} d={d} {jnp.dtype(dtype).name}", flush=True)
         res["tables"][jnp.dtype(dtype).name] = main_table(N, d, dtype, rng)
