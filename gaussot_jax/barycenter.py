@@ -245,7 +245,9 @@ def _fixed_point(covs, w, eps, *, debiased: bool, tol: Array, max_iter: int) -> 
 
 # tol is traced (a new value reuses the executable); debiased and max_iter are static.
 @functools.partial(jax.jit, static_argnames=("debiased", "max_iter"))
-def _barycenter_cov(covs, w, eps, tol, *, debiased: bool, max_iter: int) -> tuple[Matrix, Array]:
+def _barycenter_cov(
+    covs, w, eps, tol, *, debiased: bool, max_iter: int
+) -> tuple[Matrix, Array, Array]:
     def solve(tol, covs, w, *eps_):
         return _fixed_point(
             covs, w, eps_[0] if eps_ else None, debiased=debiased, tol=tol, max_iter=max_iter
@@ -256,21 +258,22 @@ def _barycenter_cov(covs, w, eps, tol, *, debiased: bool, max_iter: int) -> tupl
 
     params = (covs, w) if eps is None else (covs, w, eps)
     S = sym(_implicit(grad_fn, solve, tol, *params))
-    S = eqx.error_if(
-        S,
-        ~jnp.all(jnp.isfinite(S)),
-        "the barycenter's fixed point diverged (for the biased entropic barycenter: "
-        "epsilon too large, the minimiser is singular; use debiased=True)",
-    )
     residual = _residual(jax.lax.stop_gradient(S), covs, w, eps, debiased)
-    return S, jax.lax.stop_gradient(residual)
+    finite = jnp.all(jnp.isfinite(jax.lax.stop_gradient(S)))
+    return S, jax.lax.stop_gradient(residual), finite  # _barycenter reports the failures
 
 
 # At a converged fixed point the relative residual is about the last relative change
 # (<= tol) times 1 / (1 - contraction); sqrt(tol) allows contractions up to 1 - sqrt(tol).
 # An iterate that stopped at max_iter far from a fixed point (the biased entropic
 # barycenter once its minimiser is singular: S -> 0 geometrically) has a residual of
-# order one. ValueError on concrete input, eqx.error_if under jit.
+# order one; one that underflowed to 0 has a NaN residual (0 / 0). A non-finite one
+# (S singular on the way: rsqrt of a zero eigenvalue) diverged. ValueError on concrete
+# input, eqx.error_if under jit.
+_DIVERGED = (
+    "the barycenter's fixed point diverged (for the biased entropic barycenter: "
+    "epsilon too large, the minimiser is singular; use debiased=True)"
+)
 _NOT_CONVERGED = (
     "the barycenter's fixed point did not converge in max_iter iterations (relative "
     "residual {r}); for the biased entropic barycenter this means epsilon is too large "
@@ -283,12 +286,15 @@ def _barycenter(gaussians, weights, eps, *, debiased, tol, max_iter) -> Gaussian
     means, covs, w = _check_inputs(gaussians, weights)
     tol = _default_tol(tol, means.dtype, 0.75)
     max_iter = _check_max_iter(max_iter)
-    S, residual = _barycenter_cov(covs, w, eps, tol, debiased=debiased, max_iter=max_iter)
+    S, residual, finite = _barycenter_cov(covs, w, eps, tol, debiased=debiased, max_iter=max_iter)
     limit = jnp.sqrt(tol)
-    if _checks.is_concrete(residual, limit):
+    if _checks.is_concrete(residual, limit, finite):
+        if not bool(finite):
+            raise ValueError(_DIVERGED)
         if not float(residual) <= limit:
             raise ValueError(_NOT_CONVERGED.format(r=f"{float(residual):.3g}"))
     else:
+        S = eqx.error_if(S, ~finite, _DIVERGED)
         S = eqx.error_if(S, ~(residual <= limit), _NOT_CONVERGED.format(r="> sqrt(tol)"))
     return Gaussian(w @ means, S, validate=False)
 
