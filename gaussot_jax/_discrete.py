@@ -194,8 +194,9 @@ def lp_size(k: int) -> int:
 
     The simplex compiles to one XLA program per ``(n, m)`` (a few seconds on CPU), so the
     LP runs on shared padded shapes: ``k <= 8`` all take 8, and above that the sizes step
-    by a quarter of a power of two (at most 25% padding). Zero-weight atoms take no flow
-    and never enter the tree's pivots, so the padding changes no result.
+    by a quarter of a power of two (at most 25% padding). Zero-weight atoms take no flow,
+    so the padding changes no value or plan, and the potentials of real zero-weight atoms
+    stay the c-transforms over the real atoms (tested).
     """
     if k <= 8:
         return 8

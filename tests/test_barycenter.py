@@ -267,6 +267,34 @@ def test_entropic_gradient_finite_at_rank_one_input(d):
         jax.block_until_ready(jitted(diverging))
 
 
+@pytest.mark.parametrize("debiased", [None, True])  # Bures (sqrtm rules), debiased (psd_fn)
+def test_second_order_at_repeated_eigenvalues(debiased):
+    # Inputs I and 4 I: the barycenter is a multiple of I (every eigenvalue repeated), where
+    # a derivative rule exact only to first order goes wrong. jvp of the gradient against a
+    # central difference of gradients; each gradient carries the fixed point's error
+    # (~tol = 1.8e-12 relative), so the difference is good to ~tol / h = 2e-7 relative.
+    d = 3
+    covs = jnp.stack([jnp.eye(d), 4.0 * jnp.eye(d)])
+    C = jnp.asarray(np.random.default_rng(5).normal(size=(d, d)))
+
+    def f(covs):
+        g = gj.Gaussian(jnp.zeros((2, d)), covs, validate=False)
+        bary = (
+            gj.bures_barycenter(g)
+            if debiased is None
+            else gj.entropic_barycenter(g, None, 0.5, debiased=True)
+        )
+        return jnp.sum(C * bary.cov) + jnp.sum(bary.cov**2)
+
+    T = np.random.default_rng(6).normal(size=covs.shape)
+    T = jnp.asarray(T + np.swapaxes(T, -1, -2))
+    grad = jax.jit(jax.grad(f))
+    hvp = jax.jit(lambda c: jax.jvp(jax.grad(f), (c,), (T,))[1])
+    h = 1e-5
+    fd = (grad(covs + h * T) - grad(covs - h * T)) / (2 * h)
+    np.testing.assert_allclose(hvp(covs), fd, rtol=0, atol=1e-5 * float(jnp.abs(fd).max()))
+
+
 def test_float32(problem):
     g, w = problem
     g32 = gj.Gaussian(g.mean.astype(jnp.float32), g.cov.astype(jnp.float32))

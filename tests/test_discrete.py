@@ -63,6 +63,10 @@ def check_lp(out, a, b, C):
     reduced = C - f[:, None] - g[None, :]
     assert reduced.min() >= -2 * N * eps * scale
     assert np.abs(reduced[P > 0]).max(initial=0.0) <= 2 * N * eps * scale
+    # A zero-weight atom's potential (its weight gradient) is the c-transform over the
+    # real atoms: the padding atoms, which are not in C, must not enter it.
+    np.testing.assert_allclose(f[a == 0], (C - g[None, :]).min(1)[a == 0], atol=2 * N * eps * scale)
+    np.testing.assert_allclose(g[b == 0], (C - f[:, None]).min(0)[b == 0], atol=2 * N * eps * scale)
 
 
 def test_nearby_sizes_share_one_compiled_solver():
