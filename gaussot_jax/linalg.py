@@ -49,7 +49,7 @@ from ._eigh import _eigh_psd as _eigh_psd
 from ._eigh import _jacobi_eigh as _jacobi_eigh
 from ._frechet import psd_fn_unchecked
 from ._sqrtm import _NS_ITERS, inv_sqrtm_unchecked, sqrtm_unchecked
-from ._trace import _TRACE_METHODS, trace_fn_unchecked
+from ._trace import _TRACE_METHODS, spectral_trace_unchecked, trace_fn_unchecked
 
 __all__ = [
     "inv_sqrtm",
@@ -57,6 +57,7 @@ __all__ = [
     "psd_fn",
     "psd_fn_unchecked",
     "sqrtm",
+    "spectral_trace_unchecked",
     "sqrtm_unchecked",
     "sym",
     "trace_fn",

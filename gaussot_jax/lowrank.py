@@ -70,7 +70,8 @@ from ._pretty import Pretty
 from .bures import bures_wasserstein2
 from .entropic import EntropicOT, entropic_ot, sinkhorn_divergence
 from .gaussians import AffineMap, Gaussian, QuadraticPotential, ScaledGaussian
-from .linalg import sym, trace_fn
+from .linalg import spectral_trace_unchecked as spectral_trace
+from .linalg import sym
 from .unbalanced import UnbalancedEntropicOT, unbalanced_entropic_ot
 
 __all__ = [
@@ -830,7 +831,7 @@ def _lowrank_w2(mu: LowRankGaussian, nu: LowRankGaussian):
             return tr
         UV = U.T @ V
         X = sym(UV @ UV.T + s_other * (U.T @ U))
-        return tr - 2.0 * trace_fn(_sqrt, X, jnp.eye(U.shape[1], dtype=dtype))
+        return tr - 2.0 * spectral_trace(_sqrt, X)
 
     value = jax.lax.cond(
         sa == 0,

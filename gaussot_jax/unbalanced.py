@@ -69,6 +69,7 @@ from .coupling import solve_coupling
 from .gaussians import ScaledGaussian
 from .linalg import _eigh_psd, sym
 from .linalg import psd_fn_unchecked as psd_fn
+from .linalg import spectral_trace_unchecked as spectral_trace
 from .linalg import trace_fn_unchecked as trace_fn
 
 if TYPE_CHECKING:  # lowrank imports this module at run time
@@ -217,8 +218,7 @@ def _log1p_ratio(w, lam):
 
 def _logdet_1p(M, lam):
     """``logdet(I + M / lam)`` for PSD ``M``, without forming ``1 + small``."""
-    eye = jnp.eye(M.shape[-1], dtype=M.dtype)
-    return trace_fn(_log1p_ratio, M, eye + 0.0 * M, lam)
+    return spectral_trace(_log1p_ratio, M, lam)
 
 
 class _UOTSolution(eqx.Module):

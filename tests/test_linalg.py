@@ -158,6 +158,28 @@ def test_trace_fn_gradient_finite_at_singular_matches_one_sided_fd():
         np.testing.assert_allclose(np.sum(grad * E), fd, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("d", [3, 5])  # scalar Jacobi and LAPACK
+def test_spectral_trace_value_and_derivatives(rng, d):
+    # Tr g(A) = sum_i g(lambda_i(A)), the library's logdet(I + A / lam) (unbalanced OT):
+    # value against NumPy's eigenvalues, first and second derivatives (in A and lam)
+    # against central differences, at a random A and at A = I (every eigenvalue equal).
+    from gaussot_jax.linalg import spectral_trace_unchecked, sym
+
+    def g(w, lam):
+        return jnp.log1p(w / lam)
+
+    A = random_spd(rng, d, 30.0)
+    ref = np.log1p(np.linalg.eigvalsh(A) / 0.7).sum()
+    # eigenvalues err by p eps ||A||; log1p(w / lam) has slope <= 1 / lam
+    tol = eig_backward_error(d, np.float64) * np.linalg.norm(A, 2) / 0.7 * d
+    assert abs(float(spectral_trace_unchecked(g, A, 0.7)) - ref) <= tol
+    f = jax.jit(lambda a, lam: spectral_trace_unchecked(g, sym(a), lam))
+    for X in (A, np.eye(d)):
+        check_grads(f, (X, 0.7), order=2, modes=["fwd", "rev"])
+    g32 = jax.grad(f)(A.astype(np.float32), np.float32(0.7))
+    assert g32.dtype == jnp.float32 and np.all(np.isfinite(g32))
+
+
 def test_float32_runs(rng):
     S = random_spd(rng, 3, 10.0).astype(np.float32)
     X = gj.sqrtm(S)
