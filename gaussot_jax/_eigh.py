@@ -11,6 +11,7 @@ from typing import cast
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float
 
 Matrix = Float[Array, "d d"]
@@ -134,13 +135,48 @@ def _eigh_psd(S: Matrix, method: str = "auto") -> tuple[Float[Array, " d"], Matr
     return jnp.maximum(w, 0.0), V
 
 
+def _lapack_eigvals(M):
+    """Eigenvalues of symmetric ``M`` (lower triangle), ascending, without eigenvectors.
+
+    CPU: LAPACK ``syevd`` with ``jobz = 'N'`` through jaxlib's own FFI target (the one
+    ``jnp.linalg.eigh`` calls with ``'V'``); elsewhere :func:`jnp.linalg.eigvalsh`.
+    A failed call (``info != 0``) gives NaN, as ``eigh`` does.
+    """
+    try:
+        from jaxlib import lapack  # noqa: PLC0415 (the module jax.numpy.linalg lowers to)
+
+        target = lapack.prepare_lapack_call("syevd_ffi", M.dtype)
+    except Exception:  # noqa: BLE001 (no jaxlib LAPACK target: the public route)
+        return jnp.linalg.eigvalsh(M)
+
+    def cpu(M):
+        call = jax.ffi.ffi_call(
+            target,
+            (
+                jax.ShapeDtypeStruct(M.shape, M.dtype),
+                jax.ShapeDtypeStruct(M.shape[:-1], M.dtype),
+                jax.ShapeDtypeStruct(M.shape[:-2], jnp.int32),
+            ),
+            input_output_aliases={0: 0},
+            vmap_method="broadcast_all",
+        )
+        _, w, info = call(M, mode=np.uint8(ord("N")), uplo=np.uint8(ord("L")))
+        return jnp.where((info == 0)[..., None], w, jnp.nan)
+
+    return jax.lax.platform_dependent(M, cpu=cpu, default=jnp.linalg.eigvalsh)
+
+
 def _eigvalsh_psd(S: Matrix, method: str = "auto") -> Float[Array, " d"]:
-    """Eigenvalues of the symmetric part of S, clipped at 0."""
+    """Eigenvalues of the symmetric part of S, clipped at 0 (no eigenvectors computed).
+
+    Not differentiable itself (LAPACK's ``jobz = 'N'`` call has no derivative rule): it
+    serves the primal of functions with their own rules (``_trace``).
+    """
     S = sym(S)
     if _resolve(method, S.shape[-1]) == "jacobi":
         w = _jacobi_eigh(S)[0]
     else:
-        w = jnp.linalg.eigvalsh(S)
+        w = _lapack_eigvals(S)
     return jnp.maximum(w, 0.0)
 
 

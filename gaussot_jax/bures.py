@@ -31,10 +31,10 @@ from typing import cast
 import jax
 import jax.custom_batching
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Float
 
 from . import _checks
+from ._eigh import _lapack_eigvals
 from .gaussians import AffineMap, Gaussian
 from .linalg import (
     inv_sqrtm_unchecked as inv_sqrtm,
@@ -176,37 +176,6 @@ def _procrustes_value(A, B):
 # squares is evaluated instead, at the cost of both routes.
 # --------------------------------------------------------------------------------------
 _CERTIFIED_MIN_D = 4  # d <= 3: Jacobi on scalars (no LAPACK), as fast batched; d = 2 closed form
-
-
-def _lapack_eigvals(M):
-    """Eigenvalues of symmetric ``M`` (lower triangle), ascending, without eigenvectors.
-
-    CPU: LAPACK ``syevd`` with ``jobz = 'N'`` through jaxlib's own FFI target (the one
-    ``jnp.linalg.eigh`` calls with ``'V'``); elsewhere :func:`jnp.linalg.eigvalsh`.
-    A failed call (``info != 0``) gives NaN, as ``eigh`` does.
-    """
-    try:
-        from jaxlib import lapack  # noqa: PLC0415 (the module jax.numpy.linalg lowers to)
-
-        target = lapack.prepare_lapack_call("syevd_ffi", M.dtype)
-    except Exception:  # noqa: BLE001 (no jaxlib LAPACK target: the public route)
-        return jnp.linalg.eigvalsh(M)
-
-    def cpu(M):
-        call = jax.ffi.ffi_call(
-            target,
-            (
-                jax.ShapeDtypeStruct(M.shape, M.dtype),
-                jax.ShapeDtypeStruct(M.shape[:-1], M.dtype),
-                jax.ShapeDtypeStruct(M.shape[:-2], jnp.int32),
-            ),
-            input_output_aliases={0: 0},
-            vmap_method="broadcast_all",
-        )
-        _, w, info = call(M, mode=np.uint8(ord("N")), uplo=np.uint8(ord("L")))
-        return jnp.where((info == 0)[..., None], w, jnp.nan)
-
-    return jax.lax.platform_dependent(M, cpu=cpu, default=jnp.linalg.eigvalsh)
 
 
 def _chol_factor(A):
