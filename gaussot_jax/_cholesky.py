@@ -63,3 +63,29 @@ def _psd_factor(A: Matrix) -> Matrix:
     shift = jnp.maximum(d * info.eps * jnp.trace(A), info.tiny)
     delta = cast(Array, jnp.where(jnp.all(jnp.isfinite(L)), 0.0, shift))
     return jnp.linalg.cholesky(A + delta * jnp.eye(d, dtype=A.dtype))
+
+
+def chol_factor(A: Matrix) -> tuple[Matrix, Array]:
+    """``(F, delta)``: ``F F^T = A + delta I``, ``delta = 0`` where Cholesky of ``A`` succeeds.
+
+    :func:`_psd_factor`'s two-stage Cholesky (the second shifted by ``delta`` where the
+    first failed, e.g. a singular A), returning the shift so that error bounds can
+    account for it (the certified routes of ``bures`` and ``_trace``). Unbatched, the
+    cond skips the second where the first succeeded; under vmap (a select) the second
+    still depends on the first through delta, so the two never run concurrently.
+    """
+    d = A.shape[-1]
+    eps = jnp.finfo(A.dtype).eps
+    L = jnp.linalg.cholesky(A)
+    ok = jnp.all(jnp.isfinite(L))
+    shift = jnp.maximum(d * eps * jnp.trace(A), jnp.finfo(A.dtype).tiny)
+    delta = cast(Array, jnp.where(ok, 0.0, shift))
+    F = jax.lax.cond(
+        ok, lambda: L, lambda: jnp.linalg.cholesky(A + delta * jnp.eye(d, dtype=A.dtype))
+    )
+    return F, delta
+
+
+def fro(S) -> Array:
+    """Frobenius norm ``(sum S_ij^2)^{1/2}`` (of any array)."""
+    return jnp.sqrt(jnp.sum(S * S))

@@ -34,7 +34,12 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from . import _checks
+from ._cholesky import chol_factor as _chol_factor
+from ._cholesky import fro as _fro
 from ._eigh import _lapack_eigvals
+from ._routes import batch_route as _batch_route
+from ._routes import broadcast as _batch
+from ._routes import patch as _patch
 from .gaussians import AffineMap, Gaussian
 from .linalg import (
     inv_sqrtm_unchecked as inv_sqrtm,
@@ -178,30 +183,6 @@ def _procrustes_value(A, B):
 _CERTIFIED_MIN_D = 4  # d <= 3: Jacobi on scalars (no LAPACK), as fast batched; d = 2 closed form
 
 
-def _chol_factor(A):
-    """``(F, delta)``: ``F F^T = A + delta I``, ``delta = 0`` where Cholesky of ``A`` succeeds.
-
-    linalg._psd_factor's two-stage Cholesky (the second shifted by delta where the first
-    failed, e.g. a singular A), written out here to bound the shift. Unbatched, the cond
-    skips the second where the first succeeded; under vmap (a select) the second still
-    depends on the first through delta, so the two never run concurrently.
-    """
-    d = A.shape[-1]
-    eps = jnp.finfo(A.dtype).eps
-    L = jnp.linalg.cholesky(A)
-    ok = jnp.all(jnp.isfinite(L))
-    shift = jnp.maximum(d * eps * jnp.trace(A), jnp.finfo(A.dtype).tiny)
-    delta = jnp.where(ok, 0.0, shift)
-    F = jax.lax.cond(
-        ok, lambda: L, lambda: jnp.linalg.cholesky(A + delta * jnp.eye(d, dtype=A.dtype))
-    )
-    return F, delta
-
-
-def _fro(S):
-    return jnp.sqrt(jnp.sum(S * S))
-
-
 def _value_and_bound(A, B, w, delta):
     """``(value, bound, eta)`` from the eigenvalues ``w`` of ``F^T B F`` (error model above)."""
     d = A.shape[-1]
@@ -245,66 +226,6 @@ def _certified(value, bound):
 def _certified_cov_term(A, B):
     value, bound = _eigvals_value(A, B)
     return jax.lax.cond(_certified(value, bound), lambda: value, lambda: _procrustes_value(A, B))
-
-
-def _batch(axis_size, in_batched, *Ms):
-    """Broadcast the unbatched operands of a ``custom_vmap`` rule to the batch."""
-    return tuple(
-        M if batched else jnp.broadcast_to(M, (axis_size, *M.shape))
-        for M, batched in zip(Ms, in_batched)
-    )
-
-
-def _batch_route(route):
-    """``route(A, B)`` on ``(n, d, d)`` batches; further ``vmap`` axes fold into ``n``.
-
-    A batching rule is traced once, with the innermost batch axis; an outer ``vmap``
-    (``gj.pairwise`` is two) would then batch the rule's own ``lax.cond`` into a select of
-    both branches, so every pair paid for both routes. Here the outer axes are folded into
-    the batch instead (the shared covariance of a pairwise row is broadcast, at the cost
-    of one Cholesky per pair), and the cond stays a cond.
-    """
-
-    @jax.custom_batching.custom_vmap
-    def batched(A, B):
-        return route(A, B)
-
-    @batched.def_vmap
-    def _(axis_size, in_batched, A, B):
-        A, B = _batch(axis_size, in_batched, A, B)
-        out = batched(A.reshape(-1, *A.shape[-2:]), B.reshape(-1, *B.shape[-2:]))
-        unflat = jax.tree.map(lambda x: x.reshape(axis_size, -1, *x.shape[1:]), out)
-        return unflat, jax.tree.map(lambda _: True, out)
-
-    return batched
-
-
-def _patch(ok, out, fallback, A, B):
-    """``out`` with its members where ``~ok`` replaced by ``fallback`` of theirs.
-
-    ``fallback`` runs only on the uncertified members, gathered ``c = ceil(n / 16)`` at a
-    time in a loop of ``ceil(count / c)`` steps (none when every member is certified):
-    one compiled instance of the fallback, and a pairwise matrix of a set against itself,
-    whose equal diagonal pairs are never certified, pays it for about ``n`` of its
-    ``n^2`` pairs, not all.
-    """
-    n = ok.shape[0]
-    c = -(-n // 16)
-    bad = ~ok
-    count = jnp.sum(bad)
-    # uncertified first (a stable sort of the flags; cheaper to compile than nonzero),
-    # then n (out of bounds) in place of the certified ones, padded to 16 c
-    order = cast(Array, jnp.where(jnp.arange(n) < count, jnp.argsort(ok, stable=True), n))
-    order = jnp.concatenate([order, jnp.full(16 * c - n, n, order.dtype)])
-
-    def step(i, acc):
-        idx = jax.lax.dynamic_slice(order, (i * c,), (c,))
-        sub = fallback(A[jnp.minimum(idx, n - 1)], B[jnp.minimum(idx, n - 1)])
-        # the fill entries (n, out of bounds) evaluated a real member and are dropped
-        # here, so no index is written twice
-        return jax.tree.map(lambda x, y: x.at[idx].set(y, mode="drop"), acc, sub)
-
-    return jax.lax.fori_loop(0, (count + c - 1) // c, step, out)
 
 
 @_batch_route

@@ -202,3 +202,14 @@ def _balanced_g_jvp(primals, tangents):
     tr_c, kl = isotropic_terms(lam, 2.0 / eps)
     s = jnp.sqrt(1.0 + 16.0 * lam / eps**2)
     return -2.0 * tr_c + eps * kl, -4.0 / (eps * (1.0 + s)) * dlam + kl * deps
+
+
+def _balanced_bounds(w_lo, eps):
+    """``(L_k, L_g')`` on ``[w_lo, inf)`` for the certified gradient of ``trace_fn`` (``_trace``).
+
+    With ``s = (1 + 16 w / eps^2)^{1/2}``: ``g' = -4 / (eps (1 + s))``, so
+    ``k = w g' = -eps (s - 1) / 4``, ``k' = -2 / (eps s)`` and
+    ``g'' = 32 / (eps^3 s (1 + s)^2)``; both ``|k'|`` and ``g''`` decrease in ``w``.
+    """
+    s = jnp.sqrt(1.0 + 16.0 * w_lo / eps**2)
+    return 2.0 / (eps * s), 32.0 / (eps**3 * s * (1.0 + s) ** 2)

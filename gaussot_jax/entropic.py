@@ -32,7 +32,7 @@ from ._checks import check_epsilon as _check_epsilon
 from ._cholesky import chol_logdet
 from ._pretty import Pretty
 from .bures import procrustes_residual
-from .coupling import _balanced_g, _gaussian_coupling, isotropic_terms
+from .coupling import _balanced_bounds, _balanced_g, _gaussian_coupling, isotropic_terms
 from .gaussians import AffineMap, Gaussian, QuadraticPotential
 from .linalg import _eigh_psd, sym
 from .linalg import sqrtm_unchecked as sqrtm
@@ -84,7 +84,7 @@ def _balanced_cost(mu: Gaussian, nu: Gaussian, eps: Array) -> Array:
         jnp.sum((mu.mean - nu.mean) ** 2)
         + jnp.trace(A)
         + jnp.trace(B)
-        + trace_fn(_balanced_g, A, B, eps)
+        + trace_fn(_balanced_g, A, B, eps, bounds=_balanced_bounds)
     )
 
 

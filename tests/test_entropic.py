@@ -208,6 +208,80 @@ def test_cost_check_grads_including_repeated_eigenvalues(rng):
     check_grads(w2, (random_spd(rng, 2, 5.0), np.eye(2)), order=2, modes=["fwd", "rev"])
 
 
+def test_cost_gradient_one_factor_route_and_fallback(rng):
+    # d >= 4, float64: value_and_grad takes one Cholesky factor and one eigendecomposition
+    # where a bound certifies grad_A = L^{-T} k(M) L^{-1} (docs/performance.md), else the
+    # two-factor rule. The certified route against finite differences (a well-conditioned
+    # pair, a singular B); an ill-conditioned A (cond 1e9, where finite differences cannot
+    # resolve the gradient) is not certified and gets the two-factor rule's gradient
+    # (tested on its own in test_linalg); a vmapped batch mixing them (the fallback on
+    # its members only) against the per-pair gradients; second derivatives at random
+    # and at A = B = I.
+    from gaussot_jax import _trace
+    from gaussot_jax.coupling import _balanced_bounds, _balanced_g
+
+    d, eps = 6, 0.7
+    U = np.linalg.qr(rng.normal(size=(d, d)))[0]
+    B_sing = (U[:, :3] * np.array([2.0, 1.0, 0.5])) @ U[:, :3].T
+    cases = [  # (A, B, certified)
+        (random_spd(rng, d, 10.0), random_spd(rng, d, 30.0), True),
+        (random_spd(rng, d, 10.0), B_sing, True),
+        (random_spd(rng, d, 1e9), random_spd(rng, d, 10.0), False),
+    ]
+    b = np.zeros(d)
+
+    def cost(A, B):
+        return gj.entropic_ot(gj.Gaussian(b, A), gj.Gaussian(b, B), eps).cost
+
+    grad = jax.jit(jax.grad(cost, argnums=(0, 1)))
+    for A, B, certified in cases:
+        ok = _trace._one_factor_value_grads(_balanced_g, _balanced_bounds, A, B, eps)[-1]
+        assert bool(ok) == certified
+        gA, gB = grad(A, B)
+        if not certified:
+            _, rA, rB = _trace._stacked_value_grads(_balanced_g, "cholesky", A, B, eps)
+            for got, want in ((gA, rA + np.eye(d)), (gB, rB + np.eye(d))):  # + grad Tr
+                np.testing.assert_allclose(got, want, atol=1e-13 * (1 + np.linalg.norm(want)))
+            continue
+        lam_min = np.linalg.eigvalsh(A)[0]
+        for name in ("A", "B"):
+            E = rng.normal(size=(d, d))
+            E = (E + E.T) / np.linalg.norm(E + E.T, 2)  # symmetric, unit 2-norm
+            if name == "B":
+                E = E @ E.T  # PSD: B + tE stays PSD for t >= 0 (B may be singular)
+
+            def f(t, E=E, name=name):
+                return float(cost(A + t * E, B) if name == "A" else cost(A, B + t * E))
+
+            if name == "A":  # central, a step well inside the cone (A +- hE is PD)
+                h = 1e-3 * lam_min
+                fd = (f(h) - f(-h)) / (2 * h)
+            else:  # one-sided of second order
+                h = 1e-5
+                fd = (-3 * f(0.0) + 4 * f(h) - f(2 * h)) / (2 * h)
+            G = gA if name == "A" else gB
+            # truncation O(h^2) times the third derivative, rounding O(eps |f| / h)
+            np.testing.assert_allclose(np.sum(G * E), fd, rtol=1e-6, atol=1e-8)
+    As, Bs = (np.stack([c[k] for c in cases]) for k in (0, 1))
+    gA_batch, gB_batch = jax.jit(jax.vmap(jax.grad(cost, argnums=(0, 1))))(As, Bs)
+    for i, (A, B, _) in enumerate(cases):
+        gA, gB = grad(A, B)
+        # the same route per member: the same formula, so agreement to round-off
+        for got, want in ((gA_batch[i], gA), (gB_batch[i], gB)):
+            np.testing.assert_allclose(got, want, atol=1e-12 * (1.0 + np.linalg.norm(want)))
+
+    def sym_cost(A, B, e):  # check_grads perturbs without keeping symmetry
+        A, B = 0.5 * (A + A.T), 0.5 * (B + B.T)
+        return gj.entropic_ot(gj.Gaussian(b, A), gj.Gaussian(b, B), e).cost
+
+    # check_grads' default step 1e-4 leaves a central-difference truncation error of
+    # ~3e-5 relative in the reverse-over-reverse check at this pair (lambda_min(A) = 0.1,
+    # the third derivative scales like lambda_min^-3; the two-factor rule alone shows the
+    # same); the step 1e-5 cuts it 100-fold, with rounding ~eps / 1e-5 = 2e-11.
+    for A, B in ((cases[0][0], cases[0][1]), (np.eye(d), np.eye(d))):
+        check_grads(jax.jit(sym_cost), (A, B, eps), order=2, modes=["fwd", "rev"], eps=1e-5)
+
+
 def test_sinkhorn_divergence(rng):
     mu, nu = random_gaussian(rng, 3), random_gaussian(rng, 3)
     eps = 1.3
