@@ -46,33 +46,28 @@ def _small_cholesky(A: Matrix) -> Matrix:
 
 
 def _psd_factor(A: Matrix) -> Matrix:
-    """Lower-triangular ``F`` with ``F F^T = A`` (to round-off), finite for singular A."""
+    """Lower-triangular ``F`` with ``F F^T = A`` (to round-off), finite for singular A.
+
+    Unrolled on scalars for ``d <= 3``; above, :func:`chol_factor`'s two-stage Cholesky.
+    """
     A = sym(A)
     if A.shape[-1] <= _JACOBI_MAX_D:
         return _small_cholesky(A)
-    # No lax.cond: under vmap it becomes a select of two independent LAPACK calls, which
-    # XLA may run concurrently (see _trace._trace_fn_jvp on why that must be avoided). The
-    # second call depends on the first, and repeats it exactly where it succeeded.
-    # The shift is d eps Tr A (relative to A's scale), and never below the smallest
-    # normal number: at A = 0 (a Dirac) d eps tiny is denormal, which XLA flushes to 0,
-    # and the second Cholesky of 0 would be NaN. At A = 0 the shift tiny gives the factor
-    # tiny^{1/2} I, whose contribution F^T B F = tiny B is below round-off of any B.
-    d = A.shape[-1]
-    info = jnp.finfo(A.dtype)
-    L = jnp.linalg.cholesky(A)
-    shift = jnp.maximum(d * info.eps * jnp.trace(A), info.tiny)
-    delta = cast(Array, jnp.where(jnp.all(jnp.isfinite(L)), 0.0, shift))
-    return jnp.linalg.cholesky(A + delta * jnp.eye(d, dtype=A.dtype))
+    return chol_factor(A)[0]
 
 
 def chol_factor(A: Matrix) -> tuple[Matrix, Array]:
     """``(F, delta)``: ``F F^T = A + delta I``, ``delta = 0`` where Cholesky of ``A`` succeeds.
 
-    :func:`_psd_factor`'s two-stage Cholesky (the second shifted by ``delta`` where the
-    first failed, e.g. a singular A), returning the shift so that error bounds can
-    account for it (the certified routes of ``bures`` and ``_trace``). Unbatched, the
-    cond skips the second where the first succeeded; under vmap (a select) the second
-    still depends on the first through delta, so the two never run concurrently.
+    Two stages: where LAPACK's Cholesky breaks down (a singular A) the second factors
+    ``A + delta I``, ``delta = max(d eps Tr A, tiny)`` (relative to A's scale, and never
+    below the smallest normal number: at A = 0, a Dirac, d eps tiny is denormal, which XLA
+    flushes to 0, and the Cholesky of 0 would be NaN; the factor tiny^{1/2} I then adds
+    tiny B to F^T B F, below round-off of any B). The shift is returned so that error
+    bounds can account for it (the certified routes of ``bures`` and ``_trace``).
+    Unbatched, the cond skips the second stage where the first succeeded; under vmap (a
+    select) the second still depends on the first through delta, so the two LAPACK calls
+    never run concurrently (see _trace._stacked_value_grads on why that matters).
     """
     d = A.shape[-1]
     eps = jnp.finfo(A.dtype).eps

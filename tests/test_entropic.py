@@ -240,8 +240,11 @@ def test_cost_gradient_one_factor_route_and_fallback(rng):
         gA, gB = grad(A, B)
         if not certified:
             _, rA, rB = _trace._stacked_value_grads(_balanced_g, "cholesky", A, B, eps)
+            # jitted vs eager evaluation of one rule: they differ by its rounding, which
+            # the Lipschitz constants above (|g''| <= 8 / eps^3, |k'| <= 2 / eps) bound by
+            # ~1e-13 (1 + ||grad||) here (cond B = 10); 1e-10 leaves room for other LAPACKs
             for got, want in ((gA, rA + np.eye(d)), (gB, rB + np.eye(d))):  # + grad Tr
-                np.testing.assert_allclose(got, want, atol=1e-13 * (1 + np.linalg.norm(want)))
+                np.testing.assert_allclose(got, want, atol=1e-10 * (1 + np.linalg.norm(want)))
             continue
         lam_min = np.linalg.eigvalsh(A)[0]
         for name in ("A", "B"):
@@ -254,21 +257,23 @@ def test_cost_gradient_one_factor_route_and_fallback(rng):
                 return float(cost(A + t * E, B) if name == "A" else cost(A, B + t * E))
 
             if name == "A":  # central, a step well inside the cone (A +- hE is PD)
-                h = 1e-3 * lam_min
+                h = 1e-4 * lam_min  # truncation ~ (h / lam_min)^2 = 1e-8 relative
                 fd = (f(h) - f(-h)) / (2 * h)
             else:  # one-sided of second order
                 h = 1e-5
                 fd = (-3 * f(0.0) + 4 * f(h) - f(2 * h)) / (2 * h)
             G = gA if name == "A" else gB
-            # truncation O(h^2) times the third derivative, rounding O(eps |f| / h)
+            # truncation O(h^2) times the third derivative; rounding eps |f| / h <= 1e-10
             np.testing.assert_allclose(np.sum(G * E), fd, rtol=1e-6, atol=1e-8)
     As, Bs = (np.stack([c[k] for c in cases]) for k in (0, 1))
     gA_batch, gB_batch = jax.jit(jax.vmap(jax.grad(cost, argnums=(0, 1))))(As, Bs)
     for i, (A, B, _) in enumerate(cases):
         gA, gB = grad(A, B)
-        # the same route per member: the same formula, so agreement to round-off
+        # The same route per member. Batched and single kernels may round differently,
+        # by at most the routes' error bounds (<= 1e-12 relative here), while a member
+        # scattered to the wrong index or routed from another member's data is off by O(1).
         for got, want in ((gA_batch[i], gA), (gB_batch[i], gB)):
-            np.testing.assert_allclose(got, want, atol=1e-12 * (1.0 + np.linalg.norm(want)))
+            np.testing.assert_allclose(got, want, atol=1e-9 * (1.0 + np.linalg.norm(want)))
 
     def sym_cost(A, B, e):  # check_grads perturbs without keeping symmetry
         A, B = 0.5 * (A + A.T), 0.5 * (B + B.T)
