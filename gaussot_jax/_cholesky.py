@@ -48,15 +48,17 @@ def _small_cholesky(A: Matrix) -> Matrix:
 def _psd_factor(A: Matrix) -> Matrix:
     """Lower-triangular ``F`` with ``F F^T = A`` (to round-off), finite for singular A.
 
-    Unrolled on scalars for ``d <= 3``; above, :func:`chol_factor`'s two-stage Cholesky.
+    Unrolled on scalars for ``d <= 3``; above, :func:`chol_factor`'s two-stage Cholesky
+    without a ``lax.cond`` (eager callers: a cond's branches are new closures at every
+    call, which JAX would compile again).
     """
     A = sym(A)
     if A.shape[-1] <= _JACOBI_MAX_D:
         return _small_cholesky(A)
-    return chol_factor(A)[0]
+    return chol_factor(A, branchless=True)[0]
 
 
-def chol_factor(A: Matrix) -> tuple[Matrix, Array]:
+def chol_factor(A: Matrix, *, branchless: bool = False) -> tuple[Matrix, Array]:
     """``(F, delta)``: ``F F^T = A + delta I``, ``delta = 0`` where Cholesky of ``A`` succeeds.
 
     Two stages: where LAPACK's Cholesky breaks down (a singular A) the second factors
@@ -65,9 +67,11 @@ def chol_factor(A: Matrix) -> tuple[Matrix, Array]:
     flushes to 0, and the Cholesky of 0 would be NaN; the factor tiny^{1/2} I then adds
     tiny B to F^T B F, below round-off of any B). The shift is returned so that error
     bounds can account for it (the certified routes of ``bures`` and ``_trace``).
-    Unbatched, the cond skips the second stage where the first succeeded; under vmap (a
+    Unbatched, a cond skips the second stage where the first succeeded; under vmap (a
     select) the second still depends on the first through delta, so the two LAPACK calls
     never run concurrently (see _trace._stacked_value_grads on why that matters).
+    ``branchless=True`` always runs the second stage (with ``delta = 0`` it repeats the
+    first exactly): no cond, for callers outside a jitted kernel.
     """
     d = A.shape[-1]
     eps = jnp.finfo(A.dtype).eps
@@ -75,6 +79,8 @@ def chol_factor(A: Matrix) -> tuple[Matrix, Array]:
     ok = jnp.all(jnp.isfinite(L))
     shift = jnp.maximum(d * eps * jnp.trace(A), jnp.finfo(A.dtype).tiny)
     delta = cast(Array, jnp.where(ok, 0.0, shift))
+    if branchless:
+        return jnp.linalg.cholesky(A + delta * jnp.eye(d, dtype=A.dtype)), delta
     F = jax.lax.cond(
         ok, lambda: L, lambda: jnp.linalg.cholesky(A + delta * jnp.eye(d, dtype=A.dtype))
     )
