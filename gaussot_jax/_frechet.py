@@ -137,40 +137,67 @@ def _arg_terms(fn: Callable, f: Callable, args: Sequence, dargs: Sequence):
 def _derivatives(f: Callable, x: Array, args: tuple, n: int) -> list:
     """``[f'(x), ..., f^(n)(x)]`` elementwise.
 
-    Taylor mode (``jet``, O(n^2) work) where its rules cover ``f``, else nested ``jvp``
-    (O(3^n) work).
+    Nested ``jvp`` up to order 4 (O(2^n) work, one fused kernel), Taylor mode (``jet``,
+    O(n^2) work) above where its rules cover ``f`` (else nested ``jvp`` again). Measured
+    for order 3 (every first derivative needs it): the ``jet`` program compiles to ten
+    kernels, 2.5x the compile time of the nested one, for the same values.
     """
-    g = functools.partial(lambda h, a, v: h(v, *a), f, args)
-    try:
-        one, zero = jnp.ones_like(x), jnp.zeros_like(x)
-        return list(jet.jet(g, (x,), ((one,) + (zero,) * (n - 1),))[1])
-    except NotImplementedError:
-        return [_Derived(f, j)(x, *args) for j in range(1, n + 1)]
+    if n > 4:
+        g = functools.partial(lambda h, a, v: h(v, *a), f, args)
+        try:
+            one, zero = jnp.ones_like(x), jnp.zeros_like(x)
+            return list(jet.jet(g, (x,), ((one,) + (zero,) * (n - 1),))[1])
+        except NotImplementedError:
+            pass
+
+    # One chain of jvps: level j maps v to (f, f', ..., f^(j)) (v), the jvp of level j - 1
+    # appending the derivative of its last entry (2^n tracing, not 2 + 4 + ... + 2^n).
+    def chain(h, v):
+        primal, tangent = jax.jvp(h, (v,), (jnp.ones_like(v),))
+        return (*primal, tangent[-1])
+
+    level = functools.partial(lambda a, v: (f(v, *a),), args)
+    for _ in range(n):
+        level = functools.partial(chain, level)
+    return list(level(x)[1:])
 
 
 def _divided_differences(f: Callable, w: Array, args: tuple, k: int) -> Array:
-    """``T[i_0, ..., i_k] = f[w_(i_0), ..., w_(i_k)]`` for every index tuple, ``(d,)*(k+1)``."""
+    """``T[i_0, ..., i_k] = f[w_(i_0), ..., w_(i_k)]`` for every index tuple, ``(d,)*(k+1)``.
+
+    Elementwise on the grid of index tuples: the ``k + 1`` points of every tuple (each a
+    broadcast of ``w`` along one axis) are sorted by a compare-exchange network (odd-even
+    transposition) that carries their ``f`` values along, then the Neville table above.
+    """
     d = w.shape[-1]
     eps = jnp.finfo(w.dtype).eps
     fw = f(w, *args)
-    grid = (d,) * (k + 1)  # index tuples from iota, not an O(d^(k+1)) constant
-    axes = [jax.lax.broadcasted_iota(jnp.int32, grid, p).ravel() for p in range(k + 1)]
-    idx = jnp.stack(axes, axis=1)  # (N, k + 1)
-    order = jnp.argsort(w[idx], axis=1)
-    idx = jnp.take_along_axis(idx, order, axis=1)
-    x = w[idx]
-    table, err = fw[idx], eps * jnp.abs(fw[idx])
+    grid = (d,) * (k + 1)
+
+    def along(v, p):  # v (d,) varying along axis p of the grid
+        return jnp.broadcast_to(v.reshape([d if q == p else 1 for q in range(k + 1)]), grid)
+
+    x = [along(w, p) for p in range(k + 1)]
+    table = [along(fw, p) for p in range(k + 1)]
+    for r in range(k + 1):
+        for p in range(r % 2, k, 2):
+            swap = x[p] > x[p + 1]
+            x[p], x[p + 1] = jnp.where(swap, x[p + 1], x[p]), jnp.where(swap, x[p], x[p + 1])
+            t0, t1 = table[p], table[p + 1]
+            table[p], table[p + 1] = jnp.where(swap, t1, t0), jnp.where(swap, t0, t1)
+    err = [eps * jnp.abs(t) for t in table]
     for m in range(1, k + 1):
-        pts = jnp.stack([x[:, j : j + m + 1] for j in range(k + 1 - m)], axis=1)
-        c = jnp.mean(pts, axis=-1)
-        dev2 = jnp.sum((pts - c[..., None]) ** 2, axis=-1)
-        s = pts[..., -1] - pts[..., 0]
+        pts = jnp.stack([jnp.stack(x[j : j + m + 1]) for j in range(k + 1 - m)])
+        c = jnp.mean(pts, axis=1)  # (k + 1 - m, *grid)
+        dev2 = jnp.sum((pts - c[:, None]) ** 2, axis=1)
+        s = pts[:, -1] - pts[:, 0]
         safe = jnp.where(s > 0, s, 1.0)
-        q = (table[:, 1:] - table[:, :-1]) / safe
-        err_q = (err[:, 1:] + err[:, :-1]) / safe + eps * jnp.abs(q)
-        derivs = _derivatives(f, c.ravel(), args, m + 2)
-        t0 = (derivs[m - 1] / math.factorial(m)).reshape(c.shape)
-        t2 = (derivs[m + 1] / math.factorial(m + 2)).reshape(c.shape) * 0.5 * dev2
+        hi, lo = jnp.stack(table[1:]), jnp.stack(table[:-1])
+        q = (hi - lo) / safe
+        err_q = (jnp.stack(err[1:]) + jnp.stack(err[:-1])) / safe + eps * jnp.abs(q)
+        derivs = _derivatives(f, c, args, m + 2)
+        t0 = derivs[m - 1] / math.factorial(m)
+        t2 = derivs[m + 1] / math.factorial(m + 2) * 0.5 * dev2
         t = t0 + t2
         # Truncation after the h_2 term, estimated from the decay t2 / t0 of the series
         # (two orders; h_3 = sum((x - c)^3) / 3 vanishes for two points, not above).
@@ -178,9 +205,9 @@ def _divided_differences(f: Callable, w: Array, args: tuple, k: int) -> Array:
         r = jnp.where(t0 != 0, r, 1.0)
         err_t = jnp.abs(t2) * (r if m == 1 else jnp.sqrt(r)) + eps * jnp.abs(t)
         taylor = (s <= 0) | (err_t <= err_q)
-        table = jnp.where(taylor, t, q)
-        err = jnp.where(taylor, err_t, err_q)
-    return table[:, 0].reshape((d,) * (k + 1))
+        table = list(jnp.where(taylor, t, q))
+        err = list(jnp.where(taylor, err_t, err_q))
+    return table[0]
 
 
 def _contract(T: Array, Et: list) -> Array:

@@ -124,6 +124,38 @@ def test_psd_fn_matches_expm_and_daleckii_krein(rng):
     )
 
 
+def test_first_divided_differences_at_clustered_eigenvalues():
+    """``f[w_i, w_j]`` of the Frechet tables against 50-digit divided differences.
+
+    Gaps from 0 to 0.1 relative cover both branches of the table (quotient and Taylor
+    about the midpoint) and their crossing. Where ``f^(j) ~ f / x^j`` the a-priori
+    error of either branch is ``<= eps^(4/5)`` relative at the crossing
+    (``s / x ~ eps^(1/5)``, module comment of ``_frechet``); 4x that is the tolerance.
+    A table that drops the Taylor branch's second term errs by ``~eps^(2/5)`` there.
+    """
+    import mpmath as mp
+
+    from gaussot_jax import _frechet
+    from gaussot_jax.coupling import _schur_factor
+
+    mp.mp.dps = 50
+
+    def f_mp(x):
+        return 2 / (1 + mp.sqrt(1 + 4 * x))
+
+    def dd(x, y):
+        if x == y:
+            return mp.diff(f_mp, x)
+        return (f_mp(x) - f_mp(y)) / (x - y)
+
+    gaps = [0.0, 1e-14, 1e-11, 1e-8, 1e-6, 1e-4, 3e-3, 1e-1]
+    w = np.array([0.7 * (1 + g) for g in gaps] + [2.5])
+    T = np.asarray(_frechet._divided_differences(_schur_factor, jnp.asarray(w), (), 1))
+    ref = np.array([[float(dd(mp.mpf(float(x)), mp.mpf(float(y)))) for y in w] for x in w])
+    tol = 4 * np.finfo(np.float64).eps ** 0.8
+    np.testing.assert_allclose(T, ref, rtol=tol, atol=0)
+
+
 def _g_entropic(lam, eps):
     D = jnp.sqrt(eps**2 + 16.0 * lam)
     return -8.0 * lam / (eps + D) + 0.5 * eps * jnp.log((eps + D) / (2.0 * eps))
