@@ -28,6 +28,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.custom_derivatives import SymbolicZero
 from jaxtyping import Array, Float
 
 from . import _checks
@@ -151,11 +152,23 @@ def _implicit(grad_fn: Callable, solve: Callable, aux, *params) -> Matrix:
     def root(aux, *p):
         return solve(*jax.lax.stop_gradient((aux, *p)))
 
-    @root.defjvp
     def root_jvp(primals, tangents):
         S = root(*primals)
         _, *primals = primals
-        _, rhs = jax.jvp(lambda *p: F(S, *p), tuple(primals), tuple(tangents[1:]))
+        # Only the parameters with a tangent enter the right-hand side (symbolic zeros:
+        # a constant epsilon or weight would cost its own derivative programs, of zero).
+        live = [i for i, t in enumerate(tangents[1:]) if not isinstance(t, SymbolicZero)]
+        if not live:
+            return S, jnp.zeros_like(S)
+
+        def F_live(*q):
+            p = list(primals)
+            for i, v in zip(live, q):
+                p[i] = v
+            return F(S, *p)
+
+        live_p = tuple(primals[i] for i in live)
+        _, rhs = jax.jvp(F_live, live_p, tuple(tangents[1 + i] for i in live))
 
         # Linearised once: the derivative rules run (and are traced) here, and CG, which
         # traces its operator several times (init, loop body, the transposed solve),
@@ -164,6 +177,7 @@ def _implicit(grad_fn: Callable, solve: Callable, aux, *params) -> Matrix:
         dS = jax.lax.custom_linear_solve(matvec, rhs, lambda mv, b: _cg(mv, b), symmetric=True)
         return S, -dS
 
+    root.defjvp(root_jvp, symbolic_zeros=True)
     return root(aux, *params)
 
 
