@@ -80,7 +80,11 @@ def _procrustes_svd(A, B):
     X = sqrtm(sym(A))
     X, B = jax.lax.optimization_barrier((X, B))
     Y = sqrtm(sym(B))
-    P, s, Qt = jnp.linalg.svd(Y @ X)
+    G = Y @ X
+    if G.shape[-1] == 1:  # the SVD of a scalar, without a LAPACK call per pair
+        one = jnp.ones_like(G)
+        return X, Y, cast(Array, jnp.where(G < 0, -one, one)), jnp.abs(G[..., 0]), one
+    P, s, Qt = jnp.linalg.svd(G)
     return X, Y, P, s, Qt
 
 

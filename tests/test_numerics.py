@@ -101,6 +101,49 @@ def test_w2_float64_against_scipy(rng, d):
         assert abs(v - ref) <= 2.0 * np.sqrt(ref) * 2.0 * bound + ref_err
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_w2_one_dimensional_closed_form(rng, dtype):
+    """d = 1: ``W2^2 = (a - b)^2 + (A^{1/2} - B^{1/2})^2`` and its derivatives, batched.
+
+    Reference in 50-digit arithmetic on the stored inputs, nearby pairs included (there
+    the trace form ``A + B - 2 (AB)^{1/2}`` cancels). Each square root is correctly
+    rounded to ``eps / 2`` relative, so ``x - y`` errs by ``<= eps (x + y)`` absolute and
+    ``(x - y)^2`` by ``2 eps (x + y) |x - y|`` plus its own rounding; the gradient
+    ``1 - (B / A)^{1/2}`` and second derivative ``B^{1/2} / (2 A^{3/2})`` are checked to
+    a few eps of their condition (``(B/A)^{1/2}`` relative, ``cond 1`` for the second).
+    """
+    import mpmath as mp
+
+    mp.mp.dps = 50
+    n = 64
+    A = rng.uniform(0.1, 10.0, n)
+    B = np.concatenate([rng.uniform(0.1, 10.0, n // 2), A[: n // 2] * (1 + 1e-6)])
+    B = B.astype(dtype).astype(np.float64)  # the stored values
+    A = A.astype(dtype).astype(np.float64)
+    a, b = (rng.normal(size=n).astype(dtype).astype(np.float64) for _ in range(2))
+    eps = float(np.finfo(dtype).eps)
+
+    def w2(a, A, b, B):
+        return gj.bures_wasserstein2(
+            gj.Gaussian(a[None], A[None, None]), gj.Gaussian(b[None], B[None, None])
+        )
+
+    args = [jnp.asarray(x, dtype) for x in (a, A, b, B)]
+    value = np.asarray(jax.jit(jax.vmap(w2))(*args), np.float64)
+    grad_A = np.asarray(jax.jit(jax.vmap(jax.grad(w2, argnums=1)))(*args), np.float64)
+    hess_A = np.asarray(jax.jit(jax.vmap(jax.grad(jax.grad(w2, argnums=1), argnums=1)))(*args))
+    for i in range(n):
+        x, y = mp.sqrt(mp.mpf(A[i])), mp.sqrt(mp.mpf(B[i]))
+        m = (mp.mpf(a[i]) - mp.mpf(b[i])) ** 2
+        want = float(m + (x - y) ** 2)
+        tol = 2 * eps * float((x + y) * abs(x - y)) + 4 * eps * want
+        assert abs(value[i] - want) <= tol, (i, value[i], want)
+        g = float(1 - y / x)
+        assert abs(grad_A[i] - g) <= 4 * eps * float(y / x) + eps, (i, grad_A[i], g)
+        h = float(y / (2 * x**3))
+        assert abs(hess_A[i] - h) <= 8 * eps * h, (i, hess_A[i], h)
+
+
 @pytest.mark.parametrize("d", [2, 4])
 def test_w2_gradient_rule_kept(rng, d):
     # Repeated eigenvalues: A = I, B = 2 I gives grad_A = (1 - sqrt 2) I, grad_B =
