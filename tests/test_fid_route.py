@@ -104,12 +104,13 @@ def _value_and_tolerance(A, B, exact, ref_err, dtype):
 
 
 DTYPES = [jnp.float64, jnp.float32]
-# Sizes: every d >= bures._CERTIFIED_MIN_D takes the eigenvalue-only route; d = 64 a
-# moderate size, d = 512 FID scale (each new d compiles every program anew).
+# Sizes: every d >= bures._CERTIFIED_MIN_D takes the eigenvalue-only route; d = 3 the
+# smallest (3-D covariances), d = 64 a moderate size, d = 512 FID scale (each new d
+# compiles every program anew).
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("d", [64, 512])
+@pytest.mark.parametrize("d", [3, 64, 512])
 def test_separated_pair_against_exact_reference(rng, d, dtype):
     X = _factor(rng, d, d // 2, full_rank=True)
     Y = _factor(rng, d, d, full_rank=True)
@@ -132,7 +133,7 @@ def test_rank_deficient_pair_against_exact_reference(rng, d, dtype):
         assert abs(got - exact) <= allowed, (got, exact, allowed)
 
 
-@pytest.mark.parametrize("d", [64, 512])
+@pytest.mark.parametrize("d", [3, 64, 512])
 def test_nearby_pair_takes_the_fallback(rng, d):
     A, B, exact = _nearby_ref(rng, d, k=16)
     got, allowed, certified = _value_and_tolerance(A, B, exact, 0.0, jnp.float64)
@@ -166,7 +167,7 @@ def _wishart(rng, d, n, shift=0.0):
     return X.T @ X / n + shift * np.eye(d)
 
 
-@pytest.mark.parametrize("d", [64, 512])
+@pytest.mark.parametrize("d", [3, 64, 512])
 def test_fid_like_pair_takes_the_fast_route(rng, d):
     A, B = _wishart(rng, d, 2 * d), _wishart(rng, d, 2 * d, 0.1)
     value, bound = jax.jit(bures._eigvals_value)(jnp.asarray(A), jnp.asarray(B))
@@ -334,7 +335,7 @@ def _conditioned(rng, d, cond):
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
-@pytest.mark.parametrize("d", [4, 8, 16])
+@pytest.mark.parametrize("d", [3, 4, 8, 16])
 def test_certified_gradient_within_its_bound(rng, d, dtype):
     # Under differentiation value and gradient come from one Cholesky and one eigh where
     # certified (bures._eigh_value_grads). Against 40-digit references of the stored
@@ -374,7 +375,7 @@ def test_certified_gradient_within_its_bound(rng, d, dtype):
     assert not any(taken[1e6])
 
 
-@pytest.mark.parametrize("d", [8])  # d >= 4: the LAPACK route, as at any larger d
+@pytest.mark.parametrize("d", [3, 8])  # d >= 3: the LAPACK route (d = 3 its smallest)
 def test_grad_rule_and_fallback(rng, d):
     old = _old_cov_term()
     A, B = jnp.asarray(_wishart(rng, d, 2 * d)), jnp.asarray(_wishart(rng, d, 2 * d, 0.1))
